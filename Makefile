@@ -1,0 +1,99 @@
+# gpamm - build, test, benchmark. Out-of-tree: everything goes to $(BUILD).
+#   make            library (static + shared) and the gpamm CLI
+#   make run        the main job
+#   make test       build and run every test
+#   make bench      benchmarks (print figures and ratios)
+#   make check-asan the tests under ASan + UBSan + LSan
+#   make help       this list
+
+BUILD   ?= build
+ifeq ($(origin CC),default)
+CC      := gcc
+endif
+OPT     ?= -O2
+CFLAGS  ?= $(OPT) -g
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+ifeq ($(CI),true)
+WERROR  ?= 1
+endif
+ifeq ($(WERROR),1)
+WARN    += -Werror
+endif
+CPPFLAGS += -Iinclude -Isrc -D_GNU_SOURCE
+ALL_CFLAGS = -std=c11 -fPIC -pthread $(WARN) $(CFLAGS) $(SANFLAGS)
+LDLIBS  += -lurcu-bp -pthread -lm
+
+ifeq ($(SAN),1)
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+CPPFLAGS += -DGPAMM_DEBUG=1
+endif
+ifeq ($(DEBUG),1)
+CPPFLAGS += -DGPAMM_DEBUG=1
+endif
+
+LIB_SRCS   := $(wildcard src/*.c src/arch/loongarch/*.c src/host/*.c)
+LIB_OBJS   := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+CLI_SRCS   := $(wildcard tools/gpamm/*.c)
+CLI_OBJS   := $(CLI_SRCS:%.c=$(BUILD)/%.o)
+HARN_SRCS  := $(wildcard tests/harness/*.c)
+HARN_OBJS  := $(HARN_SRCS:%.c=$(BUILD)/%.o)
+TEST_SRCS  := $(wildcard tests/unit/*.c tests/model/*.c tests/stress/*.c)
+TEST_BINS  := $(patsubst %.c,$(BUILD)/%,$(TEST_SRCS))
+BENCH_SRCS := $(wildcard bench/*.c)
+BENCH_BINS := $(patsubst %.c,$(BUILD)/%,$(BENCH_SRCS))
+
+LIB_A  := $(BUILD)/libgpamm.a
+LIB_SO := $(BUILD)/libgpamm.so
+CLI    := $(BUILD)/gpamm
+
+.PHONY: all run test bench check-asan help clean deps tests benches
+all: $(LIB_A) $(LIB_SO) $(CLI)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIB_A): $(LIB_OBJS)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(LIB_SO): $(LIB_OBJS)
+	$(CC) -shared $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(CLI): $(CLI_OBJS) $(LIB_A)
+	$(CC) $(ALL_CFLAGS) -o $@ $(CLI_OBJS) $(LIB_A) $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c $(HARN_OBJS) $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Itests $(ALL_CFLAGS) -MMD -MP -o $@ $< $(HARN_OBJS) $(LIB_A) $(LDLIBS)
+
+$(BUILD)/bench/%: bench/%.c $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -MMD -MP -o $@ $< $(LIB_A) $(LDLIBS)
+
+tests: $(TEST_BINS)
+benches: $(BENCH_BINS)
+
+deps:
+	@scripts/deps.sh
+
+run: all
+	$(CLI) info
+	$(CLI) demo
+
+test: all tests
+	@tests/run.sh $(TEST_BINS)
+
+bench: all benches
+	@for b in $(BENCH_BINS); do $$b || exit 1; done
+
+check-asan:
+	$(MAKE) BUILD=build-asan SAN=1 OPT=-O1 test
+
+help:
+	@sed -n '2,8s/^# //p' Makefile
+
+clean:
+	rm -rf $(BUILD) build-asan
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,402 @@
+// SPDX-License-Identifier: MIT
+/*
+ * VM-level benchmark: what a guest access and a fault cost, next to plain
+ * native loops measured in the same run. Figures are medians of several
+ * repetitions; ratios are to the native loop of the same shape.
+ *   populate (pre-touched host memory)        ns/page, target <= 250
+ *   populate (fresh memory) vs first touch    ratio,   target <= 1.2
+ *   TLB-hit access vs native store            ratio,   target <= 2
+ *   TLB-miss access vs native random store    ratio,   target <= 5
+ *   memslot lookup with 1..32764 slots        ns,      must grow no faster than log
+ *   remote TLB flush with 1, 2, 4, 8 vCPUs    us
+ * Options: --quick (smaller sizes), --json.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gpamm/gpamm.h"
+#include "vm.h" /* memslot lookup is measured directly */
+
+static bool quick, json;
+static int reps = 5;
+
+static double now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+	qsort(v, n, sizeof(*v), cmp_d);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static void *map_aligned(size_t len, unsigned shift, bool touch)
+{
+	size_t align = (size_t)1 << shift;
+	uint8_t *raw = mmap(NULL, len + align, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	uint8_t *p;
+
+	if (raw == MAP_FAILED) {
+		perror("mmap");
+		exit(1);
+	}
+	p = (uint8_t *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
+	madvise(p, len, MADV_NOHUGEPAGE);
+	if (touch)
+		memset(p, 1, len);
+	return p;
+}
+
+struct rig {
+	struct gpamm_host *host;
+	struct gpamm_vm *vm;
+	struct gpamm_vcpu *vcpu;
+	uint8_t *mem;
+	size_t len;
+	unsigned ps;
+};
+
+static void rig_init(struct rig *r, unsigned ps, size_t len, bool touch, unsigned nvcpu)
+{
+	struct gpamm_vm_config cfg = { .page_shift = ps, .levels = 3 };
+
+	r->ps = ps;
+	r->len = len;
+	r->host = gpamm_host_direct_create(ps);
+	cfg.host = r->host;
+	if (gpamm_vm_create(&cfg, &r->vm)) {
+		fprintf(stderr, "vm create failed\n");
+		exit(1);
+	}
+	r->mem = map_aligned(len, ps, touch);
+	struct gpamm_userspace_memory_region reg = { .slot = 0, .guest_phys_addr = 1ULL << 32,
+		.memory_size = len, .userspace_addr = (uintptr_t)r->mem };
+	if (gpamm_vm_set_memory_region(r->vm, &reg)) {
+		fprintf(stderr, "set memory region failed\n");
+		exit(1);
+	}
+	for (unsigned i = 0; i < nvcpu; i++) {
+		struct gpamm_vcpu *v;
+		gpamm_vcpu_create(r->vm, i, &v);
+		if (i == 0)
+			r->vcpu = v;
+	}
+}
+
+static void rig_destroy(struct rig *r)
+{
+	gpamm_vm_destroy(r->vm);
+	gpamm_host_destroy(r->host);
+	munmap(r->mem, r->len);
+}
+
+static double run_workload(struct gpamm_vcpu *v, struct gpamm_workload *w)
+{
+	double t0 = now_ns();
+	gpamm_vcpu_set_guest(v, gpamm_workload_guest, w, 0);
+	gpamm_vcpu_run(v);
+	if (gpamm_vcpu_run_state(v)->exit_reason != GPAMM_EXIT_DONE) {
+		fprintf(stderr, "workload exited with %u\n", gpamm_vcpu_run_state(v)->exit_reason);
+		exit(1);
+	}
+	return now_ns() - t0;
+}
+
+struct fig {
+	const char *name;
+	double value;
+	const char *unit;
+	double ratio;      /* NAN when not a ratio figure */
+	double target;     /* NAN when none */
+	bool ratio_target; /* the target applies to the ratio */
+};
+
+static struct fig figs[64];
+static int nfigs;
+
+static void fig(const char *name, double value, const char *unit, double ratio, double target,
+		bool ratio_target)
+{
+	figs[nfigs++] = (struct fig){ name, value, unit, ratio, target, ratio_target };
+}
+
+static const char *verdict(const struct fig *f)
+{
+	double v = f->ratio_target ? f->ratio : f->value;
+	if (isnan(f->target))
+		return "";
+	return v <= f->target ? "PASS" : "MISS";
+}
+
+/* ---- populate ------------------------------------------------------------- */
+
+static void bench_populate(unsigned ps)
+{
+	size_t len = quick ? (128u << 20) : (1u << 30);
+	uint64_t pages = len >> ps;
+	double pre[9], fresh[9], native[9];
+	int n = quick ? 3 : reps;
+	char name[96];
+
+	for (int i = 0; i < n; i++) {
+		struct rig r;
+		struct gpamm_workload w = { .gpa = 1ULL << 32, .size = len, .write_percent = 100,
+					    .passes = 1 };
+		struct gpamm_workload w2 = w;
+		rig_init(&r, ps, len, true, 1);
+		pre[i] = run_workload(r.vcpu, &w) / pages;
+		rig_destroy(&r);
+
+		rig_init(&r, ps, len, false, 1);
+		fresh[i] = run_workload(r.vcpu, &w2) / pages;
+		rig_destroy(&r);
+
+		uint8_t *m = map_aligned(len, ps, false);
+		double t0 = now_ns();
+		for (uint64_t p = 0; p < pages; p++)
+			*(volatile uint64_t *)(m + (p << ps)) = p;
+		native[i] = (now_ns() - t0) / pages;
+		munmap(m, len);
+	}
+	double mp = median(pre, n), mf = median(fresh, n), mn = median(native, n);
+	snprintf(name, sizeof name, "populate %uK pre-touched", 1u << (ps - 10));
+	fig(strdup(name), mp, "ns/page", NAN, ps == 12 ? 250 : NAN, false);
+	snprintf(name, sizeof name, "populate %uK fresh memory", 1u << (ps - 10));
+	fig(strdup(name), mf, "ns/page", mf / mn, ps == 12 ? 1.2 : NAN, true);
+	snprintf(name, sizeof name, "  native first touch %uK", 1u << (ps - 10));
+	fig(strdup(name), mn, "ns/page", NAN, NAN, false);
+}
+
+/* ---- access cost -------------------------------------------------------------- */
+
+static void bench_access(void)
+{
+	const unsigned ps = 12;
+	/* hit: 32 pages, every 8-byte word, many passes (fits the TLB) */
+	size_t hit_len = 32u << ps;
+	uint64_t passes = quick ? 200 : 2000;
+	/* miss: far more pages than the TLB holds, one word per page, random */
+	size_t miss_len = quick ? (64u << 20) : (512u << 20);
+	double hit[9], nat_hit[9], miss[9], nat_miss[9];
+	int n = reps;
+	struct rig r;
+
+	rig_init(&r, ps, miss_len, true, 1);
+	/* populate once so the measured passes only miss in the TLB */
+	struct gpamm_workload pop = { .gpa = 1ULL << 32, .size = miss_len, .write_percent = 100,
+				      .passes = 1 };
+	run_workload(r.vcpu, &pop);
+	for (int i = 0; i < n; i++) {
+		struct gpamm_workload w = { .gpa = 1ULL << 32, .size = hit_len, .write_percent = 100,
+					    .passes = passes, .stride = 8 };
+		double t = run_workload(r.vcpu, &w);
+		hit[i] = t / (double)w.accesses;
+
+		uint64_t words = hit_len / 8;
+		double t0 = now_ns();
+		for (uint64_t p = 0; p < passes; p++) {
+			uint64_t *q = (uint64_t *)r.mem;
+			for (uint64_t k = 0; k < words; k++)
+				q[k] = (k * 8) ^ (p << 48);
+			__asm__ __volatile__("" ::: "memory");
+		}
+		nat_hit[i] = (now_ns() - t0) / (double)(words * passes);
+
+		struct gpamm_workload wm = { .gpa = 1ULL << 32, .size = miss_len, .write_percent = 100,
+					     .passes = 2, .order = GPAMM_ORDER_RANDOM, .seed = 7 + i };
+		t = run_workload(r.vcpu, &wm);
+		miss[i] = t / (double)wm.accesses;
+
+		uint64_t pages = miss_len >> ps, s = 7 + i;
+		t0 = now_ns();
+		for (uint64_t k = 0; k < 2 * pages; k++) {
+			s ^= s >> 12;
+			s ^= s << 25;
+			s ^= s >> 27;
+			uint64_t idx = (s * 0x2545f4914f6cdd1dULL) % pages;
+			*(volatile uint64_t *)(r.mem + (idx << ps)) = idx;
+		}
+		nat_miss[i] = (now_ns() - t0) / (double)(2 * pages);
+	}
+	struct gpamm_vm_stats st;
+	gpamm_vm_stats(r.vm, &st);
+	rig_destroy(&r);
+	double h = median(hit, n), nh = median(nat_hit, n), m = median(miss, n), nm = median(nat_miss, n);
+	fig("TLB-hit access (8-byte store)", h, "ns", h / nh, 2.0, true);
+	fig("  native store", nh, "ns", NAN, NAN, false);
+	fig("TLB-miss access (random page)", m, "ns", m / nm, 5.0, true);
+	fig("  native random store", nm, "ns", NAN, NAN, false);
+}
+
+/* ---- memslot lookup ----------------------------------------------------------- */
+
+static void bench_memslot(void)
+{
+	static const unsigned counts[] = { 1, 32, 1024, 32764 };
+	struct gpamm_host *h = gpamm_host_direct_create(12);
+	double prev = 0;
+
+	for (unsigned c = 0; c < 4; c++) {
+		unsigned nslots = quick && counts[c] > 1024 ? 4096 : counts[c];
+		struct gpamm_vm_config cfg = { .page_shift = 12, .levels = 4, .host = h };
+		struct gpamm_vm *vm;
+		double t[9];
+		char name[64];
+
+		gpamm_vm_create(&cfg, &vm);
+		/* one page per slot; the host pages are never touched */
+		for (unsigned i = 0; i < nslots; i++) {
+			struct gpamm_userspace_memory_region r = { .slot = i,
+				.guest_phys_addr = (uint64_t)i << 16, .memory_size = 4096,
+				.userspace_addr = 0x100000000ULL + ((uint64_t)i << 12) };
+			if (gpamm_vm_set_memory_region(vm, &r)) {
+				fprintf(stderr, "slot %u failed\n", i);
+				exit(1);
+			}
+		}
+		const uint64_t lookups = 2000000;
+		uint64_t *gfns = malloc(lookups * sizeof(*gfns)), s = 12345, sum = 0;
+		for (uint64_t k = 0; k < lookups; k++) {
+			s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+			gfns[k] = ((s >> 33) % nslots) << 4;
+		}
+		for (int i = 0; i < reps; i++) {
+			struct gpamm_memslots *set = atomic_load(&vm->slots);
+			double t0 = now_ns();
+			for (uint64_t k = 0; k < lookups; k++)
+				sum += (uintptr_t)gpamm_memslot_lookup(set, gfns[k], false);
+			t[i] = (now_ns() - t0) / lookups;
+		}
+		if (!sum)
+			puts("");
+		free(gfns);
+		double m = median(t, reps);
+		snprintf(name, sizeof name, "memslot lookup, %u slots", nslots);
+		fig(strdup(name), m, "ns", prev ? m / prev : NAN, NAN, false);
+		prev = m;
+		gpamm_vm_destroy(vm);
+	}
+	gpamm_host_destroy(h);
+}
+
+/* ---- remote flush --------------------------------------------------------------- */
+
+static atomic_int flush_stop;
+
+static int spin_guest(struct gpamm_vcpu *v, void *arg)
+{
+	uint64_t gpa = *(uint64_t *)arg;
+	while (!atomic_load_explicit(&flush_stop, memory_order_relaxed))
+		for (int i = 0; i < 64; i++)
+			gpamm_guest_write(v, gpa + i * 8, 8, i);
+	return 0;
+}
+
+static void *vcpu_thread(void *arg)
+{
+	struct gpamm_vcpu *v = arg;
+	gpamm_vcpu_run(v);
+	return NULL;
+}
+
+static void bench_flush(void)
+{
+	static const unsigned counts[] = { 1, 2, 4, 8 };
+
+	for (unsigned c = 0; c < 4; c++) {
+		unsigned nv = counts[c];
+		struct rig r;
+		pthread_t th[8];
+		uint64_t gpa[8];
+		struct gpamm_vcpu *vs[8];
+		double t[9];
+		char name[64];
+
+		rig_init(&r, 12, 8u << 12, true, 0);
+		atomic_store(&flush_stop, 0);
+		for (unsigned i = 0; i < nv; i++) {
+			gpamm_vcpu_create(r.vm, i, &vs[i]);
+			gpa[i] = (1ULL << 32) + ((uint64_t)i << 12);
+			gpamm_vcpu_set_guest(vs[i], spin_guest, &gpa[i], 0);
+			pthread_create(&th[i], NULL, vcpu_thread, vs[i]);
+		}
+		usleep(20000);
+		const int flushes = quick ? 200 : 2000;
+		for (int i = 0; i < reps; i++) {
+			double t0 = now_ns();
+			for (int k = 0; k < flushes; k++)
+				gpamm_vm_flush_remote_tlbs(r.vm);
+			t[i] = (now_ns() - t0) / flushes / 1000.0;
+		}
+		atomic_store(&flush_stop, 1);
+		for (unsigned i = 0; i < nv; i++)
+			pthread_join(th[i], NULL);
+		snprintf(name, sizeof name, "remote TLB flush, %u vCPU%s running", nv, nv > 1 ? "s" : "");
+		fig(strdup(name), median(t, reps), "us", NAN, NAN, false);
+		rig_destroy(&r);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--quick"))
+			quick = true;
+		else if (!strcmp(argv[i], "--json"))
+			json = true;
+		else {
+			fprintf(stderr, "usage: %s [--quick] [--json]\n", argv[0]);
+			return 2;
+		}
+	}
+	if (quick)
+		reps = 3;
+	bench_populate(12);
+	bench_populate(14);
+	bench_access();
+	bench_memslot();
+	bench_flush();
+
+	if (json) {
+		printf("{\"bench\":\"vm\",\"reps\":%d,\"figures\":[", reps);
+		for (int i = 0; i < nfigs; i++)
+			printf("%s{\"name\":\"%s\",\"value\":%.3f,\"unit\":\"%s\",\"ratio\":%s%.3f%s,\"verdict\":\"%s\"}",
+			       i ? "," : "", figs[i].name, figs[i].value, figs[i].unit,
+			       isnan(figs[i].ratio) ? "null" : "", isnan(figs[i].ratio) ? 0.0 : figs[i].ratio,
+			       "", verdict(&figs[i]));
+		printf("]}\n");
+		return 0;
+	}
+	printf("\n== gpamm VM benchmark (median of %d; direct host; ratios to the native loop) ==\n", reps);
+	printf("%-42s %12s %-8s %8s %8s %s\n", "figure", "value", "unit", "ratio", "target", "");
+	for (int i = 0; i < nfigs; i++) {
+		char ratio[16] = "", target[16] = "";
+		if (!isnan(figs[i].ratio))
+			snprintf(ratio, sizeof ratio, "%.2fx", figs[i].ratio);
+		if (!isnan(figs[i].target))
+			snprintf(target, sizeof target, figs[i].ratio_target ? "<=%.1fx" : "<=%.0f",
+				 figs[i].target);
+		printf("%-42s %12.2f %-8s %8s %8s %s\n", figs[i].name, figs[i].value, figs[i].unit,
+		       ratio, target, verdict(&figs[i]));
+	}
+	printf("(memslot ratio column: cost relative to the previous row; 32x, 32x, 32x more slots)\n");
+	return 0;
+}

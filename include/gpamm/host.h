@@ -1,0 +1,158 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * gpamm/host.h - the host-memory interface, and the two hosts gpamm ships.
+ *
+ * The MMU asks a host for the page behind a host virtual address (HVA) and
+ * pins it for the time it needs it; the host tells the MMU, through the MMU
+ * notifier, before it changes or takes away a page the guest may map.
+ * An embedder can implement struct gpamm_host_ops over its own memory.
+ *
+ * Lock order: host mm lock -> MMU lock. The MMU never calls get_page() or
+ * put_page() with its lock held. mark_page(), page_ptr() and check_access()
+ * are called with the MMU lock held or on the guest access path, while a
+ * host event may be waiting for that lock or for a TLB flush: they must not
+ * take the host's mm lock (atomics only) and must never block.
+ *
+ * Host pages are the VM's page size: a host is created for one page shift
+ * and a VM can only use a host of its own page shift.
+ */
+#ifndef GPAMM_HOST_H
+#define GPAMM_HOST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct gpamm_host;
+
+/* gpamm_host_page.flags */
+#define GPAMM_HOST_PAGE_WRITABLE (1u << 0) /* the host mapping allows writes */
+#define GPAMM_HOST_PAGE_UNCACHED (1u << 1) /* device / PFNMAP memory: map SUC */
+
+/** struct gpamm_host_page - a pinned host page, with the attributes of its
+ * mapping captured under the host's lock at the time of the pin (reading
+ * them later, after that lock is dropped, is the race REFERENCE.md §7.12). */
+struct gpamm_host_page {
+	uint64_t pfn;
+	uint32_t flags;
+	uint32_t map_shift; /* size of the host mapping covering it (page_shift, or larger if huge) */
+};
+
+/**
+ * struct gpamm_mmu_notifier_ops - what a host calls on a registered MMU.
+ * Ranges are HVA byte ranges [start, end). Context: called by the host with
+ * its mm lock held (so a fault cannot pin a page of the range meanwhile).
+ * start/end always come in pairs around the change; aging returns whether
+ * any guest translation of the range was young.
+ */
+struct gpamm_mmu_notifier_ops {
+	void (*invalidate_range_start)(void *mn, uint64_t start, uint64_t end);
+	void (*invalidate_range_end)(void *mn, uint64_t start, uint64_t end);
+	bool (*clear_flush_young)(void *mn, uint64_t start, uint64_t end);
+	bool (*clear_young)(void *mn, uint64_t start, uint64_t end);
+	bool (*test_young)(void *mn, uint64_t start, uint64_t end);
+	/* the address space goes away: remove every translation */
+	void (*release)(void *mn);
+};
+
+struct gpamm_host_stats {
+	uint64_t pinned;        /* outstanding pins (get_page without put_page) */
+	uint64_t frames_live;   /* frames holding data (sim); 0 for direct */
+	uint64_t frames_total;
+	uint64_t stale_accesses;/* checking mode: guest accesses that reached a dead or moved frame */
+	uint64_t faults_in;     /* pages the host had to fault in for get_page */
+	uint64_t swapped;       /* pages in swap now */
+	uint64_t events;        /* host events run (reclaim, migrate, merge, unmap, mprotect) */
+};
+
+/**
+ * struct gpamm_host_ops - a host-memory backend.
+ * @get_page:     fault in (zero-filled if new) and pin the page at @hva; with
+ *                @write, break copy-on-write and fail unless the mapping is
+ *                writable. Context: may sleep; takes the host mm lock.
+ *                Return: 0, -EFAULT (no mapping, or no permission for the
+ *                access), -ENOMEM (no frame), -EHWPOISON (poisoned page).
+ * @put_page:     drop a pin, marking the page accessed/dirty first.
+ * @mark_page:    mark a mapped page accessed/dirty without a pin; the caller
+ *                holds the MMU lock, so the page cannot go away. Lock-free.
+ * @page_ptr:     where the bytes of @pfn are in this process. Lock-free.
+ * @check_access: optional checking mode: is @pfn live and still what maps
+ *                @hva (and writable there, for a write)? Lock-free.
+ *                Return: 0, or -ESTALE (counted in stale_accesses).
+ * @notifier_register / @notifier_unregister: attach an MMU (one per VM).
+ * @stats, @destroy.
+ */
+struct gpamm_host_ops {
+	const char *name;
+	int (*get_page)(struct gpamm_host *h, uint64_t hva, bool write, struct gpamm_host_page *out);
+	void (*put_page)(struct gpamm_host *h, uint64_t pfn, bool accessed, bool dirty);
+	void (*mark_page)(struct gpamm_host *h, uint64_t pfn, bool accessed, bool dirty);
+	void *(*page_ptr)(struct gpamm_host *h, uint64_t pfn);
+	int (*check_access)(struct gpamm_host *h, uint64_t hva, uint64_t pfn, bool write);
+	int (*notifier_register)(struct gpamm_host *h, const struct gpamm_mmu_notifier_ops *ops, void *mn);
+	void (*notifier_unregister)(struct gpamm_host *h, void *mn);
+	void (*stats)(struct gpamm_host *h, struct gpamm_host_stats *st);
+	void (*destroy)(struct gpamm_host *h);
+};
+
+/** Every host begins with this. */
+struct gpamm_host {
+	const struct gpamm_host_ops *ops;
+	unsigned page_shift;
+	bool checking; /* check_access is called on every guest access */
+};
+
+static inline void gpamm_host_destroy(struct gpamm_host *h)
+{
+	if (h)
+		h->ops->destroy(h);
+}
+static inline void gpamm_host_stats(struct gpamm_host *h, struct gpamm_host_stats *st)
+{
+	h->ops->stats(h, st);
+}
+
+/* ---- direct: guest RAM is this process's own memory --------------------- */
+
+/**
+ * gpamm_host_direct_create() - a host whose pages are this process's memory:
+ * the page behind HVA h is the page at address h, and its PFN is h >> page_shift.
+ * The VMM mmaps guest RAM itself and passes its address as userspace_addr.
+ * There are no host events; pins are counted. Return: NULL on bad shift / ENOMEM.
+ */
+struct gpamm_host *gpamm_host_direct_create(unsigned page_shift);
+
+/* ---- sim: a simulated host kernel -------------------------------------- */
+
+struct gpamm_sim_config {
+	unsigned page_shift;  /* 12, 14, 16 */
+	uint64_t frames;      /* frame pool capacity, in pages */
+	uint64_t swap_pages;  /* swap capacity, in pages (0: no swap, reclaim fails) */
+	bool checking;        /* poison freed frames, check every guest access */
+};
+
+/* gpamm_sim_mmap() flags */
+#define GPAMM_SIM_READONLY (1u << 0) /* mapping is read-only */
+#define GPAMM_SIM_DEVICE   (1u << 1) /* device memory (PFNMAP): uncached, never reclaimed */
+#define GPAMM_SIM_HUGE     (1u << 2) /* back with huge mappings where aligned (THP-like) */
+
+struct gpamm_host *gpamm_host_sim_create(const struct gpamm_sim_config *cfg);
+/** gpamm_sim_mmap() - a new VMA of @len bytes (page multiple); its HVA in @hva. */
+int gpamm_sim_mmap(struct gpamm_host *h, uint64_t len, unsigned flags, uint64_t *hva);
+/** gpamm_sim_munmap() - unmap (notifier first); frames are freed. */
+int gpamm_sim_munmap(struct gpamm_host *h, uint64_t hva, uint64_t len);
+/** gpamm_sim_madv_dontneed() - drop the pages; the next access reads zeros. */
+int gpamm_sim_madv_dontneed(struct gpamm_host *h, uint64_t hva, uint64_t len);
+/** gpamm_sim_mprotect() - make a range read-only (@writable false) or writable again. */
+int gpamm_sim_mprotect(struct gpamm_host *h, uint64_t hva, uint64_t len, bool writable);
+/** gpamm_sim_reclaim() - swap out up to @max unpinned pages of the range; returns pages swapped (>= 0) or errno. */
+int64_t gpamm_sim_reclaim(struct gpamm_host *h, uint64_t hva, uint64_t len, uint64_t max);
+/** gpamm_sim_migrate() - move unpinned pages of the range to new frames; returns pages moved or errno. */
+int64_t gpamm_sim_migrate(struct gpamm_host *h, uint64_t hva, uint64_t len);
+/** gpamm_sim_merge() - merge pages of the range with identical contents copy-on-write (KSM); returns pages merged or errno. */
+int64_t gpamm_sim_merge(struct gpamm_host *h, uint64_t hva, uint64_t len);
+/** gpamm_sim_read() / gpamm_sim_write() - the host's own access to its memory (faults pages in). */
+int gpamm_sim_read(struct gpamm_host *h, uint64_t hva, void *buf, uint64_t len);
+int gpamm_sim_write(struct gpamm_host *h, uint64_t hva, const void *buf, uint64_t len);
+
+#endif

@@ -1,0 +1,292 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Memslots: validation of KVM_SET_USER_MEMORY_REGION-style requests, the
+ * published slot set, GFN lookup, and the order of a change. A set is
+ * immutable: a change builds a new set and publishes it with RCU, so a fault
+ * looking a GFN up without any lock sees either the old set or the new one,
+ * never half of each. DELETE and MOVE go in two steps, as in KVM: first a
+ * set in which the old slot is marked INVALID (faults on it retry), then,
+ * after every reader of the old set has left and the old translations are
+ * flushed, the final set.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <urcu/urcu-bp.h>
+
+#include "vm.h"
+
+int gpamm_memslots_init(struct gpamm_vm *vm)
+{
+	struct gpamm_memslots *set = calloc(1, sizeof(*set));
+
+	vm->by_id = calloc(GPAMM_USER_MEM_SLOTS, sizeof(*vm->by_id));
+	if (!set || !vm->by_id) {
+		free(set);
+		free(vm->by_id);
+		return -ENOMEM;
+	}
+	atomic_store(&vm->slots, set);
+	pthread_mutex_init(&vm->slots_lock, NULL);
+	return 0;
+}
+
+void gpamm_memslots_destroy(struct gpamm_vm *vm)
+{
+	struct gpamm_memslots *set = atomic_load(&vm->slots);
+
+	for (uint32_t i = 0; set && i < set->nr; i++) {
+		free(set->by_gfn[i]->dirty_bitmap);
+		free(set->by_gfn[i]);
+	}
+	free(set);
+	free(vm->by_id);
+	pthread_mutex_destroy(&vm->slots_lock);
+}
+
+/* Binary search: the last slot whose base is <= gfn. */
+struct gpamm_memslot *gpamm_memslot_lookup(struct gpamm_memslots *set, uint64_t gfn, bool any)
+{
+	uint32_t lo = 0, hi = set->nr;
+	struct gpamm_memslot *s;
+
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (set->by_gfn[mid]->base_gfn <= gfn)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (!lo)
+		return NULL;
+	s = set->by_gfn[lo - 1];
+	if (!memslot_contains(s, gfn))
+		return NULL;
+	if (!any && (s->flags & GPAMM_MEMSLOT_INVALID))
+		return NULL;
+	return s;
+}
+
+void gpamm_mark_page_dirty(struct gpamm_vm *vm, struct gpamm_memslot *slot, uint64_t gfn)
+{
+	uint64_t rel = gfn - slot->base_gfn;
+
+	if (slot->dirty_bitmap)
+		__atomic_fetch_or(&slot->dirty_bitmap[rel / 64], 1ULL << (rel % 64),
+				  __ATOMIC_RELAXED);
+}
+
+/* A new set: @old with @remove taken out and @add put in (either may be NULL). */
+static struct gpamm_memslots *set_replace(const struct gpamm_memslots *old,
+					  const struct gpamm_memslot *remove,
+					  struct gpamm_memslot *add)
+{
+	uint32_t n = old->nr - (remove ? 1 : 0) + (add ? 1 : 0), j = 0;
+	struct gpamm_memslots *set = malloc(sizeof(*set) + n * sizeof(set->by_gfn[0]));
+	bool placed = !add;
+
+	if (!set)
+		return NULL;
+	for (uint32_t i = 0; i < old->nr; i++) {
+		struct gpamm_memslot *s = old->by_gfn[i];
+		if (s == remove)
+			continue;
+		if (!placed && add->base_gfn < s->base_gfn) {
+			set->by_gfn[j++] = add;
+			placed = true;
+		}
+		set->by_gfn[j++] = s;
+	}
+	if (!placed)
+		set->by_gfn[j++] = add;
+	set->nr = j;
+	set->generation = old->generation + 1;
+	return set;
+}
+
+static void publish(struct gpamm_vm *vm, struct gpamm_memslots *set)
+{
+	struct gpamm_memslots *old = atomic_load(&vm->slots);
+
+	atomic_store_explicit(&vm->slots, set, memory_order_release);
+	urcu_bp_synchronize_rcu(); /* every fault that could see @old has finished */
+	free(old);
+}
+
+static bool overlaps(const struct gpamm_memslots *set, uint32_t id, uint64_t base,
+		     uint64_t npages)
+{
+	for (uint32_t i = 0; i < set->nr; i++) {
+		const struct gpamm_memslot *s = set->by_gfn[i];
+		if (s->id != id && base < s->base_gfn + s->npages && s->base_gfn < base + npages)
+			return true;
+	}
+	return false;
+}
+
+static uint64_t *bitmap_alloc(uint64_t npages)
+{
+	return calloc((npages + 63) / 64, sizeof(uint64_t));
+}
+
+int gpamm_vm_set_memory_region(struct gpamm_vm *vm,
+			       const struct gpamm_userspace_memory_region *r)
+{
+	struct gpamm_memslot *old, *new = NULL, *inval = NULL;
+	struct gpamm_memslots *cur, *set;
+	uint64_t npages, base_gfn, psz, ps;
+	int ret = 0;
+
+	if (!vm || !r)
+		return -EINVAL;
+	psz = vm->geom.page_size;
+	ps = vm->geom.page_shift;
+	if (r->flags & ~(uint32_t)(GPAMM_MEM_LOG_DIRTY_PAGES | GPAMM_MEM_READONLY))
+		return -EINVAL;
+	if (r->slot >= GPAMM_USER_MEM_SLOTS)
+		return -EINVAL;
+	if ((r->memory_size | r->guest_phys_addr | r->userspace_addr) & (psz - 1))
+		return -EINVAL;
+	if (r->guest_phys_addr + r->memory_size < r->guest_phys_addr ||
+	    r->userspace_addr + r->memory_size < r->userspace_addr)
+		return -EINVAL;
+	npages = r->memory_size >> ps;
+	base_gfn = r->guest_phys_addr >> ps;
+
+	pthread_mutex_lock(&vm->slots_lock);
+	cur = atomic_load(&vm->slots);
+	old = vm->by_id[r->slot];
+
+	if (!npages) {
+		/* DELETE: both sets are built first, so nothing can fail later. */
+		struct gpamm_memslots *fin = NULL;
+
+		if (!old) {
+			ret = -EINVAL;
+			goto out;
+		}
+		inval = malloc(sizeof(*inval));
+		if (inval) {
+			*inval = *old;
+			inval->flags |= GPAMM_MEMSLOT_INVALID;
+		}
+		set = inval ? set_replace(cur, old, inval) : NULL;
+		fin = set ? set_replace(set, inval, NULL) : NULL;
+		if (!fin) {
+			free(set);
+			free(inval);
+			ret = -ENOMEM;
+			goto out;
+		}
+		publish(vm, set);
+		gpamm_mmu_flush_gfn_range(vm, old->base_gfn, old->npages, true);
+		publish(vm, fin);
+		vm->by_id[r->slot] = NULL;
+		free(inval);
+		free(old->dirty_bitmap);
+		free(old);
+		goto out;
+	}
+
+	if (old) {
+		if (r->userspace_addr != old->userspace_addr || npages != old->npages ||
+		    ((r->flags ^ old->flags) & GPAMM_MEM_READONLY)) {
+			ret = -EINVAL;
+			goto out;
+		}
+		if (base_gfn == old->base_gfn && r->flags == old->flags)
+			goto out; /* nothing to change */
+	}
+	if ((!old || base_gfn != old->base_gfn) && overlaps(cur, r->slot, base_gfn, npages)) {
+		ret = -EEXIST;
+		goto out;
+	}
+	if (base_gfn + npages > gpamm_geom_space(&vm->geom) >> ps) {
+		ret = -EFAULT;
+		goto out;
+	}
+
+	new = calloc(1, sizeof(*new));
+	if (!new) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	new->id = r->slot;
+	new->flags = r->flags;
+	new->base_gfn = base_gfn;
+	new->npages = npages;
+	new->userspace_addr = r->userspace_addr;
+	if ((r->flags & GPAMM_MEM_LOG_DIRTY_PAGES) && !(r->flags & GPAMM_MEM_READONLY)) {
+		if (old && old->dirty_bitmap && base_gfn == old->base_gfn) {
+			new->dirty_bitmap = old->dirty_bitmap;
+		} else {
+			new->dirty_bitmap = bitmap_alloc(npages);
+			if (!new->dirty_bitmap) {
+				free(new);
+				ret = -ENOMEM;
+				goto out;
+			}
+		}
+	}
+
+	if (!old) {
+		/* CREATE */
+		set = set_replace(cur, NULL, new);
+		if (!set)
+			goto nomem;
+		publish(vm, set);
+	} else if (base_gfn != old->base_gfn) {
+		/* MOVE: hide the old range, flush it, then show the new one. */
+		inval = malloc(sizeof(*inval));
+		if (inval) {
+			*inval = *old;
+			inval->flags |= GPAMM_MEMSLOT_INVALID;
+		}
+		set = inval ? set_replace(cur, old, inval) : NULL;
+		if (!set) {
+			free(inval);
+			goto nomem;
+		}
+		/* The final set is built before anything is published, so that
+		 * nothing after this point can fail. */
+		{
+			struct gpamm_memslots *fin = set_replace(set, inval, new);
+			if (!fin) {
+				free(set);
+				free(inval);
+				goto nomem;
+			}
+			publish(vm, set);
+			gpamm_mmu_flush_gfn_range(vm, old->base_gfn, old->npages, true);
+			publish(vm, fin);
+		}
+		free(inval);
+		if (old->dirty_bitmap != new->dirty_bitmap)
+			free(old->dirty_bitmap);
+		free(old);
+	} else {
+		/* FLAGS_ONLY */
+		bool log_on = (new->flags & GPAMM_MEM_LOG_DIRTY_PAGES) &&
+			      !(old->flags & GPAMM_MEM_LOG_DIRTY_PAGES);
+		set = set_replace(cur, old, new);
+		if (!set)
+			goto nomem;
+		publish(vm, set);
+		if (log_on && !(new->flags & GPAMM_MEM_READONLY))
+			gpamm_mmu_wrprotect_gfn_range(vm, new->base_gfn, new->npages);
+		if (old->dirty_bitmap != new->dirty_bitmap)
+			free(old->dirty_bitmap);
+		free(old);
+	}
+	vm->by_id[r->slot] = new;
+	goto out;
+
+nomem:
+	if (!old || old->dirty_bitmap != new->dirty_bitmap)
+		free(new->dirty_bitmap);
+	free(new);
+	ret = -ENOMEM;
+out:
+	pthread_mutex_unlock(&vm->slots_lock);
+	return ret;
+}

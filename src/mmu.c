@@ -1,0 +1,355 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The MMU proper: the guest fault handler (fast path: make a present entry
+ * young or dirty; slow path: memslot -> HVA -> pinned host page -> entry,
+ * with the invalidation-sequence retry), the MMU-notifier handlers through
+ * which the host takes pages away, and the flush / write-protect helpers
+ * used by memslot changes. Every change that removes or downgrades a
+ * translation is followed by a remote TLB flush before the MMU lock is
+ * dropped; unlinked tables are freed after that flush, outside the lock.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <urcu/urcu-bp.h>
+
+#include "memcache.h"
+#include "vm.h"
+
+static inline void mmu_lock(struct gpamm_vm *vm) { pthread_mutex_lock(&vm->mmu_lock); }
+static inline void mmu_unlock(struct gpamm_vm *vm) { pthread_mutex_unlock(&vm->mmu_lock); }
+
+static inline struct gpamm_memslots *slots_deref(struct gpamm_vm *vm)
+{
+	return atomic_load_explicit(&vm->slots, memory_order_consume);
+}
+
+static inline void vstat_inc(uint64_t *c)
+{
+	__atomic_store_n(c, *c + 1, __ATOMIC_RELAXED);
+}
+
+/* ---- fault path ---------------------------------------------------------- */
+
+/*
+ * Fast path: the entry is present, the access faulted only because it is
+ * old, or clean on a write. Return true when handled.
+ */
+static bool fault_fast(struct gpamm_vcpu *vcpu, uint64_t gpa, bool write)
+{
+	struct gpamm_vm *vm = vcpu->vm;
+	struct gpamm_host *host = vm->host;
+	const unsigned ps = vm->geom.page_shift;
+	gpamm_pte_t e, set = 0, new;
+	struct gpamm_memslot *slot;
+	bool handled = false;
+	unsigned level;
+
+	mmu_lock(vm);
+	e = gpamm_pgt_lookup(&vm->pgt, gpa, &level);
+	if (!e)
+		goto out;
+	if (!gpamm_pte_young(e))
+		set |= GPAMM_PTE_VALID;
+	if (write && !gpamm_pte_dirty(e)) {
+		if (!gpamm_pte_writeable(e))
+			goto out; /* not writable yet: the slow path decides */
+		set |= GPAMM_PTE_WRITEABLE;
+	}
+	handled = true;
+	if (!set)
+		goto out; /* spurious: another vCPU fixed it; the TLB flush below suffices */
+	if (gpamm_pgt_update_leaf(&vm->pgt, gpa, set, 0, NULL, &new) < 0) {
+		handled = false;
+		goto out;
+	}
+	/* The host page stays while it is mapped and we hold the lock. */
+	host->ops->mark_page(host, gpamm_pte_pfn(new, ps), true, set & GPAMM_PTE_WRITEABLE);
+	if (set & GPAMM_PTE_WRITEABLE) {
+		urcu_bp_read_lock();
+		slot = gpamm_memslot_lookup(slots_deref(vm), gpa >> ps, true);
+		if (slot)
+			gpamm_mark_page_dirty(vm, slot, gpa >> ps);
+		urcu_bp_read_unlock();
+	}
+out:
+	mmu_unlock(vm);
+	return handled;
+}
+
+/* Must a fault that sampled @seq before pinning the page at @hva start over? */
+static bool fault_must_retry(struct gpamm_vm *vm, uint64_t seq, uint64_t hva)
+{
+	if (vm->mmu_invalidate_in_progress && hva >= vm->inv_hva_start && hva < vm->inv_hva_end)
+		return true;
+	return atomic_load_explicit(&vm->mmu_invalidate_seq, memory_order_relaxed) != seq;
+}
+
+static enum fault_result fault_slow(struct gpamm_vcpu *vcpu, uint64_t gpa, bool write)
+{
+	struct gpamm_vm *vm = vcpu->vm;
+	struct gpamm_host *host = vm->host;
+	const unsigned ps = vm->geom.page_shift;
+	const uint64_t gfn = gpa >> ps;
+	enum fault_result res = FAULT_OK;
+	struct gpamm_host_page hp;
+	struct gpamm_memslot *slot;
+	bool slot_writable, logging;
+	gpamm_pte_t prot;
+	uint64_t hva, seq;
+	unsigned tries;
+	int r;
+
+	urcu_bp_read_lock();
+	for (;;) {
+		slot = gpamm_memslot_lookup(slots_deref(vm), gfn, true);
+		if (!slot || !(slot->flags & GPAMM_MEMSLOT_INVALID))
+			break;
+		/* A delete or move of this slot is under way: let it finish. */
+		urcu_bp_read_unlock();
+		sched_yield();
+		urcu_bp_read_lock();
+	}
+	slot_writable = slot && !(slot->flags & GPAMM_MEM_READONLY);
+	if (!slot || (write && !slot_writable)) {
+		res = FAULT_MMIO;
+		goto out_rcu;
+	}
+	logging = slot->dirty_bitmap != NULL;
+	hva = memslot_gfn_to_hva(slot, gfn, ps);
+
+	r = gpamm_memcache_topup(&vcpu->mc, gpamm_pgt_map_pages(&vm->pgt));
+	if (r)
+		goto memfault;
+
+	for (tries = 0;; tries++) {
+		seq = atomic_load_explicit(&vm->mmu_invalidate_seq, memory_order_acquire);
+		r = host->ops->get_page(host, hva, write, &hp);
+		if (r)
+			goto memfault;
+		atomic_fetch_add_explicit(&vm->st_pinned, 1, memory_order_relaxed);
+		mmu_lock(vm);
+		if (!fault_must_retry(vm, seq, hva))
+			break;
+		mmu_unlock(vm);
+		host->ops->put_page(host, hp.pfn, false, false);
+		atomic_fetch_sub_explicit(&vm->st_pinned, 1, memory_order_relaxed);
+		vstat_inc(&vcpu->st_retries);
+		if (tries % 100 == 99)
+			sched_yield();
+	}
+
+	prot = GPAMM_PTE_PRESENT | GPAMM_PTE_VALID |
+	       ((hp.flags & GPAMM_HOST_PAGE_UNCACHED) ? GPAMM_PTE_MAT_SUC : GPAMM_PTE_MAT_CC);
+	if (slot_writable && (hp.flags & GPAMM_HOST_PAGE_WRITABLE)) {
+		prot |= GPAMM_PTE_WR_MARKER;
+		/* Without logging a writable page is mapped dirty at once (saves
+		 * the second fault); with logging only a write makes it dirty. */
+		if (write || !logging)
+			prot |= GPAMM_PTE_WRITEABLE;
+	}
+	r = gpamm_pgt_map(&vm->pgt, gpa & ~(vm->geom.page_size - 1), 0,
+			  gpamm_pte_mk(hp.pfn, ps, prot), &vcpu->mc);
+	GPAMM_BUG_ON(r < 0);
+	if (write && logging)
+		gpamm_mark_page_dirty(vm, slot, gfn);
+	mmu_unlock(vm);
+	/* Accessed/dirty are set while the pin is still held. */
+	host->ops->put_page(host, hp.pfn, true, prot & GPAMM_PTE_DIRTY);
+	atomic_fetch_sub_explicit(&vm->st_pinned, 1, memory_order_relaxed);
+	goto out_rcu;
+
+memfault:
+	vcpu->run.memory_fault.error = r;
+	res = FAULT_MEMORY;
+out_rcu:
+	urcu_bp_read_unlock();
+	return res;
+}
+
+enum fault_result gpamm_mmu_fault(struct gpamm_vcpu *vcpu, uint64_t gpa, bool write)
+{
+	enum fault_result res = FAULT_OK;
+
+	vstat_inc(&vcpu->st_faults);
+	if (fault_fast(vcpu, gpa, write)) {
+		vstat_inc(&vcpu->st_fast);
+	} else {
+		vstat_inc(&vcpu->st_slow);
+		res = fault_slow(vcpu, gpa, write);
+	}
+	if (res == FAULT_OK)
+		/* Drop this vCPU's stale entry at its next guest entry (§6.7). */
+		gpamm_vcpu_queue_gpa_flush(vcpu, gpa);
+	return res;
+}
+
+/* ---- range operations for memslot changes ------------------------------- */
+
+void gpamm_mmu_flush_gfn_range(struct gpamm_vm *vm, uint64_t gfn, uint64_t npages,
+			       bool free_tables)
+{
+	const unsigned ps = vm->geom.page_shift;
+	struct gpamm_pgt_freelist fl = { 0 };
+	uint64_t n;
+
+	mmu_lock(vm);
+	if (free_tables)
+		n = gpamm_pgt_flush_range(&vm->pgt, gfn << ps, (gfn + npages) << ps, &fl);
+	else
+		n = gpamm_pgt_unmap_range(&vm->pgt, gfn << ps, (gfn + npages) << ps);
+	if (n || fl.nr)
+		gpamm_flush_remote_tlbs(vm);
+	mmu_unlock(vm);
+	gpamm_pgt_free_deferred(&vm->pgt, &fl);
+}
+
+void gpamm_mmu_wrprotect_gfn_range(struct gpamm_vm *vm, uint64_t gfn, uint64_t npages)
+{
+	const unsigned ps = vm->geom.page_shift;
+
+	mmu_lock(vm);
+	if (gpamm_pgt_mkclean_range(&vm->pgt, gfn << ps, (gfn + npages) << ps))
+		gpamm_flush_remote_tlbs(vm);
+	mmu_unlock(vm);
+}
+
+/* ---- MMU notifier ----------------------------------------------------------- */
+
+/*
+ * Apply @op to the GFNs of every slot (INVALID ones too: their translations
+ * may still exist) that maps part of the HVA range [start, end).
+ * Context: MMU lock and RCU read lock held.
+ */
+enum hva_op { HVA_UNMAP, HVA_MKOLD, HVA_TEST_YOUNG };
+
+static uint64_t for_each_hva_range(struct gpamm_vm *vm, uint64_t start, uint64_t end,
+				   enum hva_op op)
+{
+	struct gpamm_memslots *set = slots_deref(vm);
+	const unsigned ps = vm->geom.page_shift;
+	uint64_t n = 0;
+
+	for (uint32_t i = 0; i < set->nr; i++) {
+		const struct gpamm_memslot *s = set->by_gfn[i];
+		uint64_t ua = s->userspace_addr, ue = ua + (s->npages << ps);
+		uint64_t lo = start > ua ? start : ua, hi = end < ue ? end : ue, gs, ge;
+
+		if (lo >= hi)
+			continue;
+		/* [gs, ge): every GFN whose page overlaps [lo, hi); exclusive end */
+		gs = s->base_gfn + ((lo - ua) >> ps);
+		ge = s->base_gfn + ((hi - ua + (1ULL << ps) - 1) >> ps);
+		switch (op) {
+		case HVA_UNMAP:
+			n += gpamm_pgt_unmap_range(&vm->pgt, gs << ps, ge << ps);
+			break;
+		case HVA_MKOLD:
+			n += gpamm_pgt_mkold_range(&vm->pgt, gs << ps, ge << ps);
+			break;
+		case HVA_TEST_YOUNG:
+			if (gpamm_pgt_test_young(&vm->pgt, gs << ps, ge << ps))
+				return 1;
+			break;
+		}
+	}
+	return n;
+}
+
+static void mn_invalidate_range_start(void *mn, uint64_t start, uint64_t end)
+{
+	struct gpamm_vm *vm = mn;
+
+	urcu_bp_read_lock();
+	mmu_lock(vm);
+	if (vm->mmu_invalidate_in_progress++ == 0) {
+		vm->inv_hva_start = start;
+		vm->inv_hva_end = end;
+	} else {
+		if (start < vm->inv_hva_start)
+			vm->inv_hva_start = start;
+		if (end > vm->inv_hva_end)
+			vm->inv_hva_end = end;
+	}
+	if (for_each_hva_range(vm, start, end, HVA_UNMAP))
+		gpamm_flush_remote_tlbs(vm);
+	mmu_unlock(vm);
+	urcu_bp_read_unlock();
+}
+
+static void mn_invalidate_range_end(void *mn, uint64_t start, uint64_t end)
+{
+	struct gpamm_vm *vm = mn;
+
+	mmu_lock(vm);
+	/* A fault that pinned a page before the change sees the new sequence. */
+	atomic_fetch_add_explicit(&vm->mmu_invalidate_seq, 1, memory_order_release);
+	GPAMM_BUG_ON(vm->mmu_invalidate_in_progress <= 0);
+	vm->mmu_invalidate_in_progress--;
+	mmu_unlock(vm);
+}
+
+static bool mn_age(struct gpamm_vm *vm, uint64_t start, uint64_t end, enum hva_op op, bool flush)
+{
+	uint64_t n;
+
+	urcu_bp_read_lock();
+	mmu_lock(vm);
+	n = for_each_hva_range(vm, start, end, op);
+	if (n && flush)
+		gpamm_flush_remote_tlbs(vm);
+	mmu_unlock(vm);
+	urcu_bp_read_unlock();
+	return n != 0;
+}
+
+static bool mn_clear_flush_young(void *mn, uint64_t start, uint64_t end)
+{
+	return mn_age(mn, start, end, HVA_MKOLD, true);
+}
+
+static bool mn_clear_young(void *mn, uint64_t start, uint64_t end)
+{
+	return mn_age(mn, start, end, HVA_MKOLD, false);
+}
+
+static bool mn_test_young(void *mn, uint64_t start, uint64_t end)
+{
+	return mn_age(mn, start, end, HVA_TEST_YOUNG, false);
+}
+
+/* The address space is going away: flush everything, under the lock (§6.9). */
+static void mn_release(void *mn)
+{
+	struct gpamm_vm *vm = mn;
+	struct gpamm_pgt_freelist fl = { 0 };
+
+	mmu_lock(vm);
+	gpamm_pgt_flush_range(&vm->pgt, 0, UINT64_MAX, &fl);
+	gpamm_flush_remote_tlbs(vm);
+	mmu_unlock(vm);
+	gpamm_pgt_free_deferred(&vm->pgt, &fl);
+}
+
+static const struct gpamm_mmu_notifier_ops mn_ops = {
+	.invalidate_range_start = mn_invalidate_range_start,
+	.invalidate_range_end = mn_invalidate_range_end,
+	.clear_flush_young = mn_clear_flush_young,
+	.clear_young = mn_clear_young,
+	.test_young = mn_test_young,
+	.release = mn_release,
+};
+
+int gpamm_mmu_notifier_attach(struct gpamm_vm *vm)
+{
+	int r = vm->host->ops->notifier_register(vm->host, &mn_ops, vm);
+
+	vm->notifier_registered = !r;
+	return r;
+}
+
+void gpamm_mmu_notifier_detach(struct gpamm_vm *vm)
+{
+	if (vm->notifier_registered)
+		vm->host->ops->notifier_unregister(vm->host, vm);
+	vm->notifier_registered = false;
+}

@@ -1,0 +1,662 @@
+// SPDX-License-Identifier: MIT
+/*
+ * vCPUs: guest mode, the run loop, guest memory accesses and the emulated
+ * hardware page-table walker.
+ *
+ * The guest program of a vCPU runs on a stack of its own (a ucontext), so
+ * that an access that must exit to the VMM (MMIO, a memory fault, a kick)
+ * can switch back to gpamm_vcpu_run() from deep inside the guest and be
+ * resumed at the same access on the next run. The guest is "in guest mode"
+ * while it runs; a translation fault is a VM exit handled on the same
+ * thread: guest mode is left, the MMU's fault handler runs, guest mode is
+ * entered again (processing pending TLB requests) and the access retried.
+ *
+ * An access: check requests -> TLB -> on a miss the walker reads the real
+ * LoongArch entries (following invalid tables as hardware does) and fills
+ * the TLB when VALID (and DIRTY for a store) is set -> otherwise a fault.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <urcu/urcu-bp.h>
+
+#include "vm.h"
+
+#ifdef GPAMM_ASAN
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+#define DEFAULT_GUEST_STACK (256u << 10)
+
+static inline void vstat_inc(uint64_t *c)
+{
+	__atomic_store_n(c, *c + 1, __ATOMIC_RELAXED);
+}
+
+/* ---- guest mode and requests -------------------------------------------- */
+
+static void vcpu_service_requests(struct gpamm_vcpu *v);
+
+static void vcpu_enter_guest(struct gpamm_vcpu *v)
+{
+	atomic_store(&v->mode, IN_GUEST_MODE);
+	if (atomic_load(&v->requests) & REQ_TLB_FLUSH) {
+		gpamm_tlb_flush_all(&v->tlb);
+		atomic_fetch_and(&v->requests, ~REQ_TLB_FLUSH);
+	}
+	if (v->gpa_flush_all) {
+		gpamm_tlb_flush_all(&v->tlb);
+	} else {
+		for (unsigned i = 0; i < v->gpa_flush_nr; i++)
+			gpamm_tlb_flush_gpa(&v->tlb, v->gpa_flush[i]);
+	}
+	v->st_gpa_flushes += v->gpa_flush_nr + v->gpa_flush_all;
+	v->gpa_flush_nr = 0;
+	v->gpa_flush_all = false;
+}
+
+static void vcpu_leave_guest(struct gpamm_vcpu *v)
+{
+	atomic_store_explicit(&v->mode, OUTSIDE_GUEST_MODE, memory_order_release);
+}
+
+/* ---- switching between the VMM's stack and the guest's ------------------ */
+
+static void switch_to_guest(struct gpamm_vcpu *v)
+{
+#ifdef GPAMM_ASAN
+	void *fake = NULL;
+	__sanitizer_start_switch_fiber(&fake, v->stack, v->stack_size);
+	swapcontext(&v->host_uc, &v->guest_uc);
+	__sanitizer_finish_switch_fiber(fake, NULL, NULL);
+#else
+	swapcontext(&v->host_uc, &v->guest_uc);
+#endif
+}
+
+#ifdef GPAMM_ASAN
+static __thread const void *host_stack_bottom;
+static __thread size_t host_stack_size;
+#endif
+
+/* From guest code: back to gpamm_vcpu_run(); returns when run again. */
+static void switch_to_host(struct gpamm_vcpu *v, bool final)
+{
+#ifdef GPAMM_ASAN
+	void *fake = NULL;
+	__sanitizer_start_switch_fiber(final ? NULL : &fake, host_stack_bottom, host_stack_size);
+	swapcontext(&v->guest_uc, &v->host_uc);
+	__sanitizer_finish_switch_fiber(fake, &host_stack_bottom, &host_stack_size);
+#else
+	(void)final;
+	swapcontext(&v->guest_uc, &v->host_uc);
+#endif
+}
+
+/* Exit to the VMM with the reason already in v->run. */
+static void vcpu_exit(struct gpamm_vcpu *v, uint32_t reason)
+{
+	v->run.exit_reason = reason;
+	vcpu_leave_guest(v);
+	switch_to_host(v, false);
+	/* gpamm_vcpu_run() entered guest mode again before switching back */
+}
+
+static void guest_trampoline(unsigned hi, unsigned lo)
+{
+	struct gpamm_vcpu *v = (struct gpamm_vcpu *)(((uintptr_t)hi << 32) | lo);
+
+#ifdef GPAMM_ASAN
+	__sanitizer_finish_switch_fiber(NULL, &host_stack_bottom, &host_stack_size);
+#endif
+	v->run.guest_ret = v->guest_fn(v, v->guest_arg);
+	v->gstate = GUEST_DONE;
+	v->run.exit_reason = GPAMM_EXIT_DONE;
+	vcpu_leave_guest(v);
+	switch_to_host(v, true);
+	abort(); /* a finished guest is never resumed */
+}
+
+static void vcpu_service_requests(struct gpamm_vcpu *v)
+{
+	uint32_t r = atomic_load(&v->requests);
+
+	if (r & REQ_TLB_FLUSH) {
+		gpamm_tlb_flush_all(&v->tlb);
+		atomic_fetch_and(&v->requests, ~REQ_TLB_FLUSH);
+	}
+	if (r & REQ_EXIT) {
+		atomic_fetch_and(&v->requests, ~REQ_EXIT);
+		vcpu_exit(v, GPAMM_EXIT_REQUEST);
+	}
+}
+
+/* ---- the emulated hardware walker --------------------------------------- */
+
+/*
+ * Walk as the hardware does: every directory entry is followed (an empty
+ * one leads to an invalid table, whose entries are empty), a HUGE directory
+ * entry is a leaf. The leaf must be VALID, and DIRTY for a store. With PTW
+ * emulation, a store to an entry with WRITE but not DIRTY sets DIRTY itself
+ * (atomically) instead of faulting: the reason the "may be made writable"
+ * marker must not be WRITE (REFERENCE.md §6.6).
+ * Return: true and the entry and level, or false for a translation fault.
+ */
+static bool hw_walk(struct gpamm_vm *vm, uint64_t gpa, bool write, gpamm_pte_t *out,
+		    unsigned *levelp)
+{
+	const struct gpamm_geom *g = &vm->geom;
+	gpamm_pte_t *table, *ptep, e;
+	unsigned level;
+
+	if (unlikely(gpa >> g->gpa_bits))
+		return false;
+again:
+	table = vm->pgt.root;
+	for (level = g->levels - 1u;; level--) {
+		ptep = &table[(gpa >> g->shift[level]) & (g->entries - 1u)];
+		e = pte_read_acquire(ptep);
+		if (level == 0 || (e & GPAMM_PTE_HUGE))
+			break;
+		table = (gpamm_pte_t *)(uintptr_t)e;
+	}
+	if (!(e & GPAMM_PTE_VALID))
+		return false;
+	if (write && !(e & GPAMM_PTE_DIRTY)) {
+		if (!(vm->flags & GPAMM_VM_PTW) || !(e & GPAMM_PTE_WRITE))
+			return false;
+		if (!pte_cmpxchg(ptep, &e, e | GPAMM_PTE_DIRTY))
+			goto again;
+		e |= GPAMM_PTE_DIRTY;
+	}
+	*out = e;
+	*levelp = level;
+	return true;
+}
+
+/* ---- translation ----------------------------------------------------------- */
+
+enum xlate_exit { XL_OK = 0, XL_RETRY, XL_MMIO, XL_MEMORY };
+
+static uint8_t stale_sink[8];
+
+/* Checking mode: the HVA a GFN is expected at (INVALID slots count: their
+ * translations live until the delete has flushed them). */
+static uint64_t expected_hva(struct gpamm_vm *vm, uint64_t gpa)
+{
+	const unsigned ps = vm->geom.page_shift;
+	struct gpamm_memslot *s;
+	uint64_t hva = ~0ULL;
+
+	urcu_bp_read_lock();
+	s = gpamm_memslot_lookup(atomic_load_explicit(&vm->slots, memory_order_consume),
+				 gpa >> ps, true);
+	if (s)
+		hva = memslot_gfn_to_hva(s, gpa >> ps, ps);
+	urcu_bp_read_unlock();
+	return hva;
+}
+
+/* Checking mode: verify with the host, or hand back a sink (reported, never used). */
+static uint8_t *check_stale(struct gpamm_vcpu *v, uint8_t *p, uint64_t pfn, uint64_t hva,
+			    bool write)
+{
+	struct gpamm_host *host = v->vm->host;
+
+	if (host->ops->check_access(host, hva, pfn, write) < 0)
+		return stale_sink;
+	return p;
+}
+
+/*
+ * The slow side of a translation: walk and fill (returning the host
+ * address), or take the fault (returning NULL with *ex set: XL_RETRY when
+ * the fault was handled and the access should look again). In checking
+ * mode every access comes here and is verified with the host.
+ */
+static __attribute__((noinline)) uint8_t *xlate_miss(struct gpamm_vcpu *v, uint64_t gpa,
+						     bool write, enum xlate_exit *ex)
+{
+	struct gpamm_vm *vm = v->vm;
+	struct gpamm_host *host = vm->host;
+	const unsigned ps = vm->geom.page_shift;
+	enum fault_result fr;
+	gpamm_pte_t e;
+	unsigned level;
+
+	if (unlikely(v->checking)) {
+		uint64_t pfn, hva;
+		uint8_t *p = tlb_lookup_slow(&v->tlb, gpa, write, &pfn, &hva);
+		if (p)
+			return check_stale(v, p, pfn, hva, write);
+	}
+	vstat_inc(&v->st_tlb_misses);
+	vstat_inc(&v->st_walks);
+	if (hw_walk(vm, gpa, write, &e, &level)) {
+		unsigned shift = vm->geom.shift[level];
+		uint64_t pfn = gpamm_pte_pfn(e, ps);
+		uint64_t base = gpa & ~((1ULL << shift) - 1);
+		uint8_t *hptr = host->ops->page_ptr(host, pfn), *p;
+		uint64_t hva = v->checking ? expected_hva(vm, base) : 0;
+
+		p = gpamm_tlb_fill(&v->tlb, gpa, shift, hptr, pfn, hva, e & GPAMM_PTE_DIRTY);
+		if (unlikely(v->checking)) {
+			uint64_t off = (gpa - base) & ~((1ULL << ps) - 1);
+			return check_stale(v, p, pfn + (off >> ps), hva + off, write);
+		}
+		return p;
+	}
+	/* A VM exit for the fault, handled on this thread. */
+	vcpu_leave_guest(v);
+	fr = gpamm_mmu_fault(v, gpa, write);
+	if (fr == FAULT_OK) {
+		vcpu_enter_guest(v);
+		*ex = XL_RETRY;
+	} else {
+		*ex = fr == FAULT_MMIO ? XL_MMIO : XL_MEMORY;
+	}
+	return NULL;
+}
+
+/*
+ * Host bytes for an access at @gpa (within one page), or NULL when the
+ * access exits to the VMM (then *ex says why; the caller fills v->run).
+ */
+static ALWAYS_INLINE uint8_t *xlate(struct gpamm_vcpu *v, uint64_t gpa, bool write,
+				    enum xlate_exit *ex)
+{
+	for (;;) {
+		uint8_t *p;
+
+		if (unlikely(atomic_load_explicit(&v->requests, memory_order_relaxed)))
+			vcpu_service_requests(v);
+		p = tlb_lookup(&v->tlb, gpa, write);
+		if (likely(p))
+			return p;
+		*ex = XL_OK;
+		p = xlate_miss(v, gpa, write, ex);
+		if (p)
+			return p;
+		if (*ex != XL_RETRY)
+			return NULL;
+	}
+}
+
+/* An access that could not complete in guest memory: exit, then finish it. */
+static __attribute__((noinline)) bool access_exit(struct gpamm_vcpu *v, enum xlate_exit ex,
+						  uint64_t gpa, unsigned len, bool write,
+						  uint64_t *val)
+{
+	struct gpamm_run *run = &v->run;
+
+	if (ex == XL_MMIO) {
+		vstat_inc(&v->st_mmio);
+		run->mmio.phys_addr = gpa;
+		run->mmio.len = len;
+		run->mmio.is_write = write;
+		memset(run->mmio.data, 0, sizeof(run->mmio.data));
+		if (write)
+			memcpy(run->mmio.data, val, len);
+		vcpu_exit(v, GPAMM_EXIT_MMIO);
+		if (!write) {
+			*val = 0;
+			memcpy(val, run->mmio.data, len);
+		}
+		return true; /* done */
+	}
+	vstat_inc(&v->st_memfault);
+	run->memory_fault.flags = write ? GPAMM_MEMORY_EXIT_FLAG_WRITE : 0;
+	run->memory_fault.gpa = gpa & ~(v->vm->geom.page_size - 1);
+	run->memory_fault.size = v->vm->geom.page_size;
+	vcpu_exit(v, GPAMM_EXIT_MEMORY_FAULT);
+	return false; /* retry the access */
+}
+
+/* One access of 1..8 bytes inside one page, the whole way. */
+static __attribute__((noinline)) void access_slow(struct gpamm_vcpu *v, uint64_t gpa,
+						  unsigned len, bool write, uint64_t *val)
+{
+	for (;;) {
+		enum xlate_exit ex = XL_OK;
+		uint8_t *p = xlate(v, gpa, write, &ex);
+
+		if (likely(p)) {
+			if (write)
+				memcpy(p, val, len);
+			else
+				memcpy(val, p, len);
+			return;
+		}
+		if (access_exit(v, ex, gpa, len, write, val))
+			return;
+	}
+}
+
+/*
+ * The hit path, inlined into every access: no request pending and the page
+ * is the one in the front cache. Four loads, an and, a compare.
+ */
+static ALWAYS_INLINE bool front_hit(struct gpamm_vcpu *v, uint64_t gpa, bool write, uint8_t **p)
+{
+	const struct tlb *t = &v->tlb;
+
+	if (likely(!atomic_load_explicit(&v->requests, memory_order_relaxed)) &&
+	    likely((gpa & t->pmask) == (write ? t->wbase : t->rbase))) {
+		*p = t->front_hptr + (gpa & ~t->pmask);
+		return true;
+	}
+	return false;
+}
+
+static __attribute__((noinline)) void store_slow(struct gpamm_vcpu *v, uint64_t gpa,
+						 unsigned len, uint64_t val)
+{
+	access_slow(v, gpa, len, true, &val);
+}
+
+static ALWAYS_INLINE void access_store(struct gpamm_vcpu *v, uint64_t gpa, unsigned len,
+				       uint64_t val)
+{
+	uint8_t *p;
+
+	if (front_hit(v, gpa, true, &p))
+		memcpy(p, &val, len);
+	else
+		store_slow(v, gpa, len, val);
+}
+
+static ALWAYS_INLINE uint64_t access_load(struct gpamm_vcpu *v, uint64_t gpa, unsigned len)
+{
+	uint64_t val = 0;
+	uint8_t *p;
+
+	if (front_hit(v, gpa, false, &p))
+		memcpy(&val, p, len);
+	else
+		access_slow(v, gpa, len, false, &val);
+	return val;
+}
+
+static void access_split(struct gpamm_vcpu *v, uint64_t gpa, uint8_t *buf, size_t len, bool write)
+{
+	const uint64_t psz = v->vm->geom.page_size;
+
+	while (len) {
+		size_t chunk = psz - (gpa & (psz - 1));
+		enum xlate_exit ex = XL_OK;
+		uint8_t *p;
+
+		if (chunk > len)
+			chunk = len;
+		p = xlate(v, gpa, write, &ex);
+		if (p) {
+			if (write)
+				memcpy(p, buf, chunk);
+			else
+				memcpy(buf, p, chunk);
+		} else {
+			/* Not RAM: go on 8 bytes (or less) at a time, as MMIO does. */
+			chunk = chunk > 8 ? 8 : chunk;
+			if (ex == XL_MMIO || ex == XL_MEMORY) {
+				uint64_t val = 0;
+				if (write)
+					memcpy(&val, buf, chunk);
+				if (!access_exit(v, ex, gpa, (unsigned)chunk, write, &val))
+					continue;
+				if (!write)
+					memcpy(buf, &val, chunk);
+			}
+		}
+		gpa += chunk;
+		buf += chunk;
+		len -= chunk;
+	}
+}
+
+uint64_t gpamm_guest_read(struct gpamm_vcpu *v, uint64_t gpa, unsigned size)
+{
+	uint64_t val = 0;
+
+	if (size == 0 || size > 8)
+		return 0;
+	if (likely((gpa & (v->vm->geom.page_size - 1)) + size <= v->vm->geom.page_size))
+		val = access_load(v, gpa, size);
+	else
+		access_split(v, gpa, (uint8_t *)&val, size, false);
+	return val;
+}
+
+void gpamm_guest_write(struct gpamm_vcpu *v, uint64_t gpa, unsigned size, uint64_t val)
+{
+	if (size == 0 || size > 8)
+		return;
+	if (likely((gpa & (v->vm->geom.page_size - 1)) + size <= v->vm->geom.page_size))
+		access_store(v, gpa, size, val);
+	else
+		access_split(v, gpa, (uint8_t *)&val, size, true);
+}
+
+void gpamm_guest_read_buf(struct gpamm_vcpu *v, uint64_t gpa, void *buf, size_t len)
+{
+	access_split(v, gpa, buf, len, false);
+}
+
+void gpamm_guest_write_buf(struct gpamm_vcpu *v, uint64_t gpa, const void *buf, size_t len)
+{
+	access_split(v, gpa, (uint8_t *)buf, len, true);
+}
+
+void gpamm_guest_exit(struct gpamm_vcpu *v)
+{
+	vcpu_exit(v, GPAMM_EXIT_REQUEST);
+}
+
+/* ---- built-in workload ------------------------------------------------------ */
+
+static inline uint64_t wl_rand(uint64_t *s)
+{
+	/* xorshift64*: cheap enough to sit in the access loop */
+	uint64_t x = *s;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*s = x;
+	return x * 0x2545f4914f6cdd1dULL;
+}
+
+/*
+ * One pass of the workload. The common shapes (all stores, all loads, at
+ * 8-byte aligned addresses) get loops of their own, with the counters in
+ * locals, so that what is measured is the access and not the workload.
+ */
+static ALWAYS_INLINE void wl_pass(struct gpamm_vcpu *v, const struct gpamm_workload *w,
+				  uint64_t pass, uint64_t n, uint64_t stride, uint64_t *seed,
+				  int kind, uint64_t *writes)
+{
+	const uint64_t base = w->gpa, tag = pass << 48;
+	const bool random = w->order == GPAMM_ORDER_RANDOM;
+	const unsigned pct = w->write_percent;
+	uint64_t s = *seed, wr = 0, gpa = base;
+
+	for (uint64_t i = 0; i < n; i++, gpa += stride) {
+		uint64_t at = random ? base + (wl_rand(&s) % n) * stride : gpa;
+		bool write = kind == 1 ? true : kind == 0 ? false : wl_rand(&s) % 100 < pct;
+
+		/* kind 0 and 1: the caller made sure every address is 8-aligned */
+		if (kind == 1)
+			access_store(v, at, 8, at ^ tag);
+		else if (kind == 0)
+			(void)access_load(v, at, 8);
+		else if (write)
+			gpamm_guest_write(v, at, 1, at ^ tag);
+		else
+			(void)gpamm_guest_read(v, at, 1);
+		wr += write;
+	}
+	*seed = s;
+	*writes += wr;
+}
+
+int gpamm_workload_guest(struct gpamm_vcpu *v, void *arg)
+{
+	struct gpamm_workload *w = arg;
+	const uint64_t stride = w->stride ? w->stride : v->vm->geom.page_size;
+	const uint64_t n = w->size / stride;
+	uint64_t s = w->seed ? w->seed : 0x9e3779b97f4a7c15ULL;
+	const bool aligned = !(w->gpa & 7) && !(stride & 7);
+
+	if (!n)
+		return -EINVAL;
+	for (uint64_t pass = w->passes_done; !w->passes || pass < w->passes; pass++) {
+		uint64_t writes = 0;
+
+		if (aligned && w->write_percent >= 100)
+			wl_pass(v, w, pass, n, stride, &s, 1, &writes);
+		else if (aligned && w->write_percent == 0)
+			wl_pass(v, w, pass, n, stride, &s, 0, &writes);
+		else
+			wl_pass(v, w, pass, n, stride, &s, -1, &writes);
+		w->writes += writes;
+		w->accesses += n;
+		w->passes_done = pass + 1;
+	}
+	return 0;
+}
+
+/* ---- vCPU life cycle and the run loop ------------------------------------ */
+
+int gpamm_vcpu_create(struct gpamm_vm *vm, unsigned id, struct gpamm_vcpu **out)
+{
+	struct gpamm_vcpu *v;
+	int ret = 0;
+
+	if (!vm || !out || id >= vm->max_vcpus)
+		return -EINVAL;
+	pthread_mutex_lock(&vm->vcpus_lock);
+	for (unsigned i = 0; i < atomic_load(&vm->nr_vcpus); i++) {
+		if (vm->vcpus[i]->id == id) {
+			ret = -EEXIST;
+			goto out;
+		}
+	}
+	v = aligned_alloc(64, (sizeof(*v) + 63) & ~(size_t)63);
+	if (v)
+		memset(v, 0, sizeof(*v));
+	if (!v) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	gpamm_tlb_init(&v->tlb, vm->geom.page_shift);
+	v->vm = vm;
+	v->id = id;
+	v->checking = vm->host->checking && vm->host->ops->check_access;
+	v->tlb.checking = v->checking;
+	gpamm_memcache_init(&v->mc, &vm->mm);
+	vm->vcpus[atomic_load(&vm->nr_vcpus)] = v;
+	atomic_fetch_add(&vm->nr_vcpus, 1);
+	atomic_fetch_add(&gpamm_live_vcpus, 1);
+	*out = v;
+out:
+	pthread_mutex_unlock(&vm->vcpus_lock);
+	return ret;
+}
+
+static void vcpu_free_stack(struct gpamm_vcpu *v)
+{
+	if (v->stack)
+		munmap((uint8_t *)v->stack - 4096, v->stack_size + 4096);
+	v->stack = NULL;
+}
+
+void gpamm_vcpu_free(struct gpamm_vcpu *v)
+{
+	gpamm_memcache_release(&v->mc);
+	vcpu_free_stack(v);
+	free(v);
+	atomic_fetch_sub(&gpamm_live_vcpus, 1);
+}
+
+int gpamm_vcpu_set_guest(struct gpamm_vcpu *v, gpamm_guest_fn fn, void *arg, size_t stack_size)
+{
+	uint8_t *m;
+
+	if (!v || !fn)
+		return -EINVAL;
+	if (v->gstate == GUEST_RUNNING)
+		return -EBUSY;
+	if (!stack_size)
+		stack_size = DEFAULT_GUEST_STACK;
+	stack_size = (stack_size + 4095) & ~(size_t)4095;
+	if (v->stack && v->stack_size != stack_size)
+		vcpu_free_stack(v);
+	if (!v->stack) {
+		/* one guard page below the stack */
+		m = mmap(NULL, stack_size + 4096, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (m == MAP_FAILED)
+			return -ENOMEM;
+		mprotect(m, 4096, PROT_NONE);
+		v->stack = m + 4096;
+		v->stack_size = stack_size;
+	}
+	v->guest_fn = fn;
+	v->guest_arg = arg;
+	v->gstate = GUEST_READY;
+	return 0;
+}
+
+int gpamm_vcpu_run(struct gpamm_vcpu *v)
+{
+	struct gpamm_run *run;
+
+	if (!v)
+		return -EINVAL;
+	if (v->gstate != GUEST_READY && v->gstate != GUEST_RUNNING)
+		return -EINVAL;
+	if (atomic_exchange(&v->running, 1))
+		return -EBUSY;
+	run = &v->run;
+	run->exit_reason = GPAMM_EXIT_NONE;
+	if (run->immediate_exit || (atomic_load(&v->requests) & REQ_EXIT)) {
+		atomic_fetch_and(&v->requests, ~REQ_EXIT);
+		run->exit_reason = GPAMM_EXIT_REQUEST;
+		goto out;
+	}
+	if (v->gstate == GUEST_READY) {
+		uintptr_t p = (uintptr_t)v;
+		getcontext(&v->guest_uc);
+		v->guest_uc.uc_stack.ss_sp = v->stack;
+		v->guest_uc.uc_stack.ss_size = v->stack_size;
+		v->guest_uc.uc_link = NULL;
+		makecontext(&v->guest_uc, (void (*)(void))guest_trampoline, 2,
+			    (unsigned)(p >> 32), (unsigned)(p & 0xffffffffu));
+		v->gstate = GUEST_RUNNING;
+	}
+	vcpu_enter_guest(v);
+	switch_to_guest(v);
+	/* the guest left guest mode before switching back */
+out:
+	atomic_store(&v->running, 0);
+	return 0;
+}
+
+struct gpamm_run *gpamm_vcpu_run_state(struct gpamm_vcpu *v)
+{
+	return &v->run;
+}
+
+void gpamm_vcpu_kick(struct gpamm_vcpu *v)
+{
+	atomic_fetch_or(&v->requests, REQ_EXIT);
+}
+
+unsigned gpamm_vcpu_id(const struct gpamm_vcpu *v)
+{
+	return v->id;
+}
+
+struct gpamm_vm *gpamm_vcpu_vm(const struct gpamm_vcpu *v)
+{
+	return v->vm;
+}

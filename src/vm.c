@@ -1,0 +1,147 @@
+// SPDX-License-Identifier: MIT
+/*
+ * VM life cycle, statistics and process-wide accounting. A VM owns its
+ * table-page pool, its GPA table, its memslot set and its vCPUs; it borrows
+ * the host. Destroying it leaves no table page, pin or vCPU behind, and the
+ * counters here let tests prove it.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vm.h"
+
+_Atomic uint64_t gpamm_live_vms, gpamm_live_vcpus, gpamm_live_tpools, gpamm_live_threads;
+
+int gpamm_vm_create(const struct gpamm_vm_config *cfg, struct gpamm_vm **out)
+{
+	unsigned ps, levels, maxv;
+	struct gpamm_vm *vm;
+	int r;
+
+	if (!cfg || !out || !cfg->host)
+		return -EINVAL;
+	ps = cfg->page_shift ? cfg->page_shift : 14;
+	levels = cfg->levels ? cfg->levels : 3;
+	maxv = cfg->max_vcpus ? cfg->max_vcpus : 64;
+	if (maxv > GPAMM_MAX_VCPUS || (cfg->flags & ~GPAMM_VM_PTW) ||
+	    cfg->host->page_shift != ps)
+		return -EINVAL;
+	vm = calloc(1, sizeof(*vm));
+	if (!vm)
+		return -ENOMEM;
+	r = gpamm_geom_init(&vm->geom, ps, levels);
+	if (r)
+		goto err_free;
+	vm->host = cfg->host;
+	vm->flags = cfg->flags;
+	vm->max_vcpus = maxv;
+	r = -ENOMEM;
+	vm->vcpus = calloc(maxv, sizeof(*vm->vcpus));
+	vm->tpool = gpamm_tpool_create(ps);
+	if (!vm->vcpus || !vm->tpool)
+		goto err_pool;
+	gpamm_tpool_ops(vm->tpool, &vm->mm);
+	r = gpamm_pgt_init(&vm->pgt, &vm->geom, &vm->mm);
+	if (r)
+		goto err_pool;
+	r = gpamm_memslots_init(vm);
+	if (r)
+		goto err_pgt;
+	pthread_mutex_init(&vm->mmu_lock, NULL);
+	pthread_mutex_init(&vm->vcpus_lock, NULL);
+	r = gpamm_mmu_notifier_attach(vm);
+	if (r)
+		goto err_slots;
+	atomic_fetch_add(&gpamm_live_vms, 1);
+	*out = vm;
+	return 0;
+
+err_slots:
+	pthread_mutex_destroy(&vm->mmu_lock);
+	pthread_mutex_destroy(&vm->vcpus_lock);
+	gpamm_memslots_destroy(vm);
+err_pgt:
+	gpamm_pgt_destroy(&vm->pgt);
+err_pool:
+	gpamm_tpool_destroy(vm->tpool);
+	free(vm->vcpus);
+err_free:
+	free(vm);
+	return r;
+}
+
+void gpamm_vm_destroy(struct gpamm_vm *vm)
+{
+	struct gpamm_pgt_freelist fl = { 0 };
+	uint64_t leaked;
+
+	if (!vm)
+		return;
+	gpamm_mmu_notifier_detach(vm);
+	/* No vCPU runs any more, so no TLB can hold a translation. */
+	for (unsigned i = 0; i < atomic_load(&vm->nr_vcpus); i++)
+		gpamm_vcpu_free(vm->vcpus[i]);
+	atomic_store(&vm->nr_vcpus, 0);
+	pthread_mutex_lock(&vm->mmu_lock);
+	gpamm_pgt_flush_range(&vm->pgt, 0, UINT64_MAX, &fl);
+	pthread_mutex_unlock(&vm->mmu_lock);
+	gpamm_pgt_free_deferred(&vm->pgt, &fl);
+	gpamm_pgt_destroy(&vm->pgt);
+	gpamm_memslots_destroy(vm);
+	leaked = gpamm_tpool_destroy(vm->tpool);
+	GPAMM_BUG_ON(leaked != 0);
+	pthread_mutex_destroy(&vm->mmu_lock);
+	pthread_mutex_destroy(&vm->vcpus_lock);
+	free(vm->vcpus);
+	free(vm);
+	atomic_fetch_sub(&gpamm_live_vms, 1);
+}
+
+const struct gpamm_geom *gpamm_vm_geom(const struct gpamm_vm *vm)
+{
+	return &vm->geom;
+}
+
+struct gpamm_host *gpamm_vm_host(const struct gpamm_vm *vm)
+{
+	return vm->host;
+}
+
+void gpamm_vm_stats(struct gpamm_vm *vm, struct gpamm_vm_stats *st)
+{
+	struct gpamm_host_stats hs;
+	unsigned n = atomic_load(&vm->nr_vcpus);
+
+	memset(st, 0, sizeof(*st));
+	st->table_pages = gpamm_pgt_live_tables(&vm->pgt);
+	st->pinned = atomic_load(&vm->st_pinned);
+	st->remote_flushes = atomic_load(&vm->st_remote_flushes);
+	st->slots = atomic_load(&vm->slots)->nr;
+	st->vcpus = n;
+	st->threads = atomic_load(&gpamm_live_threads);
+	for (unsigned i = 0; i < n; i++) {
+		struct gpamm_vcpu *v = vm->vcpus[i];
+#define RD(x) __atomic_load_n(&v->x, __ATOMIC_RELAXED)
+		st->faults += RD(st_faults);
+		st->fast_faults += RD(st_fast);
+		st->slow_faults += RD(st_slow);
+		st->fault_retries += RD(st_retries);
+		st->mmio_exits += RD(st_mmio);
+		st->memory_fault_exits += RD(st_memfault);
+		st->gpa_flushes += RD(st_gpa_flushes);
+		st->tlb_misses += RD(st_tlb_misses);
+		st->walks += RD(st_walks);
+#undef RD
+	}
+	gpamm_host_stats(vm->host, &hs);
+	st->stale_accesses = hs.stale_accesses;
+}
+
+void gpamm_live_objects(struct gpamm_live *l)
+{
+	l->vms = atomic_load(&gpamm_live_vms);
+	l->vcpus = atomic_load(&gpamm_live_vcpus);
+	l->tpools = atomic_load(&gpamm_live_tpools);
+	l->threads = atomic_load(&gpamm_live_threads);
+}

@@ -1,0 +1,252 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Internal structures of a VM: the memslot set, the vCPU with its TLB and
+ * guest context, and the VM itself with its MMU lock and invalidation
+ * state. Shared by vm.c, memslot.c, mmu.c, tlb.c and vcpu.c; not public.
+ */
+#ifndef GPAMM_VM_INT_H
+#define GPAMM_VM_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <ucontext.h>
+
+#include "gpamm/gpamm.h"
+#include "gpamm/pgtable.h"
+#include "util.h"
+
+/* ---- memslots ---------------------------------------------------------- */
+
+#define GPAMM_MEMSLOT_INVALID (1u << 16) /* being deleted or moved: faults retry */
+
+struct gpamm_memslot {
+	uint32_t id;
+	uint32_t flags;          /* GPAMM_MEM_* | GPAMM_MEMSLOT_INVALID */
+	uint64_t base_gfn;
+	uint64_t npages;
+	uint64_t userspace_addr;
+	uint64_t *dirty_bitmap;  /* one bit per page while logging (shared by copies of the slot) */
+};
+
+/* An immutable set, published whole; readers hold the RCU read lock. */
+struct gpamm_memslots {
+	uint64_t generation;
+	uint32_t nr;
+	struct gpamm_memslot *by_gfn[]; /* sorted by base_gfn, no overlaps */
+};
+
+static inline bool memslot_contains(const struct gpamm_memslot *s, uint64_t gfn)
+{
+	return gfn - s->base_gfn < s->npages;
+}
+static inline uint64_t memslot_gfn_to_hva(const struct gpamm_memslot *s, uint64_t gfn,
+					  unsigned page_shift)
+{
+	return s->userspace_addr + ((gfn - s->base_gfn) << page_shift);
+}
+
+/* ---- TLB ---------------------------------------------------------------- */
+
+#define TLB_SETS 256
+#define TLB_WAYS 8
+#define MTLB_ENTRIES 64
+#define TLB_GPA_QUEUE 8
+
+/*
+ * A base-page entry is two words: a tag, (vpn << 2) | (D << 1) | 1 (0 when
+ * empty), and the host address of the page. 2048 of them fill 32 KiB, an
+ * L1 data cache. What only the checking mode needs lives beside them.
+ */
+#define TLBT_VALID 1ULL
+#define TLBT_WRITE 2ULL  /* hardware D bit: stores allowed */
+
+struct tlb_entry {
+	uint64_t tag;
+	uint8_t *hptr;
+};
+
+struct tlb_extra {
+	uint64_t pfn;
+	uint64_t hva;      /* checking mode: the HVA the page should be mapped at */
+};
+
+struct mtlb_entry {
+	uint64_t tag;      /* as above, vpn in the entry's own page size */
+	uint8_t *hptr;
+	uint64_t pfn, hva;
+	unsigned shift;
+};
+
+struct tlb {
+	/*
+	 * The front cache: the last base page used. A load hits when
+	 * (gpa & pmask) == rbase, a store when it equals wbase (the page base
+	 * if the entry has D, else 1, which no masked address equals). Masks
+	 * instead of shifts keep the hit path to loads, an and and a compare.
+	 */
+	uint64_t pmask;
+	uint64_t rbase, wbase;
+	uint8_t *front_hptr;
+	unsigned page_shift; /* base page size of the STLB */
+	bool checking;       /* every access goes the slow way (and is checked) */
+	unsigned mtlb_nr, mtlb_victim;
+	struct tlb_entry set[TLB_SETS][TLB_WAYS];
+	uint8_t victim[TLB_SETS];
+	struct tlb_extra extra[TLB_SETS][TLB_WAYS];
+	struct mtlb_entry mtlb[MTLB_ENTRIES]; /* fully associative, huge pages */
+};
+
+static inline uint64_t tlb_tag(uint64_t vpn)
+{
+	return (vpn << 2) | TLBT_VALID;
+}
+
+/* ---- vCPU --------------------------------------------------------------- */
+
+enum vcpu_mode { OUTSIDE_GUEST_MODE = 0, IN_GUEST_MODE = 1 };
+
+#define REQ_TLB_FLUSH (1u << 0) /* remote flush: drop everything */
+#define REQ_EXIT      (1u << 1) /* kick: exit to the VMM */
+
+enum guest_state { GUEST_NONE, GUEST_READY, GUEST_RUNNING, GUEST_DONE };
+
+struct gpamm_vcpu {
+	struct gpamm_vm *vm;
+	unsigned id;
+	bool checking;
+	_Atomic uint32_t mode;
+	_Atomic uint32_t requests;
+	struct tlb tlb;
+	_Atomic int running;
+	uint64_t gpa_flush[TLB_GPA_QUEUE]; /* deferred per-GPA flushes (local) */
+	unsigned gpa_flush_nr;
+	bool gpa_flush_all;
+	struct gpamm_memcache mc;
+	struct gpamm_run run;
+
+	/* guest context */
+	gpamm_guest_fn guest_fn;
+	void *guest_arg;
+	enum guest_state gstate;
+	ucontext_t host_uc, guest_uc;
+	void *stack;
+	size_t stack_size;
+	void *asan_fake_stack;
+
+	/* statistics, written only by the vCPU thread (relaxed) */
+	uint64_t st_tlb_misses, st_walks, st_faults, st_fast, st_slow,
+		 st_retries, st_mmio, st_memfault, st_gpa_flushes;
+};
+
+/* ---- VM ----------------------------------------------------------------- */
+
+struct gpamm_vm {
+	struct gpamm_geom geom;
+	struct gpamm_host *host;
+	unsigned flags;
+	struct gpamm_tpool *tpool;
+	struct gpamm_mm_ops mm;
+	struct gpamm_pgt pgt;
+
+	pthread_mutex_t mmu_lock;
+	/* MMU-notifier invalidation state, written under mmu_lock */
+	_Atomic uint64_t mmu_invalidate_seq;
+	int64_t mmu_invalidate_in_progress;
+	uint64_t inv_hva_start, inv_hva_end;
+
+	pthread_mutex_t slots_lock;         /* serialises memslot changes */
+	struct gpamm_memslots *_Atomic slots; /* RCU-published */
+	struct gpamm_memslot **by_id;        /* under slots_lock */
+
+	pthread_mutex_t vcpus_lock;
+	unsigned max_vcpus;
+	struct gpamm_vcpu **vcpus;
+	_Atomic unsigned nr_vcpus;
+
+	_Atomic uint64_t st_remote_flushes, st_pinned;
+	bool notifier_registered;
+};
+
+/* memslot.c */
+int gpamm_memslots_init(struct gpamm_vm *vm);
+void gpamm_memslots_destroy(struct gpamm_vm *vm);
+/* Context: RCU read lock held. Returns NULL when no slot holds @gfn;
+ * with @any, INVALID slots count too. */
+struct gpamm_memslot *gpamm_memslot_lookup(struct gpamm_memslots *set, uint64_t gfn, bool any);
+void gpamm_mark_page_dirty(struct gpamm_vm *vm, struct gpamm_memslot *slot, uint64_t gfn);
+
+/* mmu.c */
+enum fault_result { FAULT_OK = 0, FAULT_MMIO, FAULT_MEMORY };
+/* Context: vCPU thread, outside guest mode, no lock held. */
+enum fault_result gpamm_mmu_fault(struct gpamm_vcpu *vcpu, uint64_t gpa, bool write);
+/* Context: slots_lock held. Unmap [gfn, gfn + npages), remote flush, free tables. */
+void gpamm_mmu_flush_gfn_range(struct gpamm_vm *vm, uint64_t gfn, uint64_t npages, bool free_tables);
+void gpamm_mmu_wrprotect_gfn_range(struct gpamm_vm *vm, uint64_t gfn, uint64_t npages);
+int gpamm_mmu_notifier_attach(struct gpamm_vm *vm);
+void gpamm_mmu_notifier_detach(struct gpamm_vm *vm);
+
+/* tlb.c */
+void gpamm_tlb_init(struct tlb *t, unsigned page_shift);
+void gpamm_tlb_flush_all(struct tlb *t);
+void gpamm_tlb_flush_gpa(struct tlb *t, uint64_t gpa);
+/* Return: the host address of the page. */
+uint8_t *gpamm_tlb_fill(struct tlb *t, uint64_t gpa, unsigned shift, uint8_t *hptr, uint64_t pfn,
+			uint64_t hva, bool writable);
+void gpamm_vcpu_queue_gpa_flush(struct gpamm_vcpu *vcpu, uint64_t gpa);
+/* Context: VMM/MMU side, any thread that is not in guest mode. */
+void gpamm_flush_remote_tlbs(struct gpamm_vm *vm);
+
+/*
+ * Look-up on the access path: the host address for @gpa, or NULL on a miss
+ * (for a store, an entry without D is a miss). Checking mode looks up with
+ * tlb_lookup_slow(), which also gives the entry's PFN and HVA.
+ */
+uint8_t *tlb_lookup_slow(struct tlb *t, uint64_t gpa, bool write, uint64_t *pfn, uint64_t *hva);
+
+static inline void tlb_front_set(struct tlb *t, uint64_t gpa, uint64_t tag, uint8_t *hptr)
+{
+	uint64_t base = gpa & t->pmask;
+
+	t->rbase = base;
+	t->wbase = (tag & TLBT_WRITE) ? base : 1;
+	t->front_hptr = hptr;
+}
+
+static inline void tlb_front_clear(struct tlb *t)
+{
+	t->rbase = t->wbase = 1;
+}
+
+static ALWAYS_INLINE uint8_t *tlb_lookup(struct tlb *t, uint64_t gpa, bool write)
+{
+	const uint64_t ign = write ? 0 : TLBT_WRITE; /* a load does not need D */
+	uint64_t page = gpa & t->pmask;
+	struct tlb_entry *row;
+	uint64_t vpn, want;
+
+	if (likely(page == (write ? t->wbase : t->rbase)))
+		return t->front_hptr + (gpa & ~t->pmask);
+	if (unlikely(t->checking))
+		return NULL; /* the front cache is never set in checking mode */
+	vpn = gpa >> t->page_shift;
+	want = tlb_tag(vpn) | TLBT_WRITE;
+	row = t->set[vpn & (TLB_SETS - 1)];
+	for (unsigned w = 0; w < TLB_WAYS; w++) {
+		uint64_t et = row[w].tag;
+		if ((et | ign) == want) {
+			tlb_front_set(t, gpa, et, row[w].hptr);
+			return row[w].hptr + (gpa & ~t->pmask);
+		}
+	}
+	if (unlikely(t->mtlb_nr))
+		return tlb_lookup_slow(t, gpa, write, NULL, NULL);
+	return NULL;
+}
+
+/* vcpu.c */
+void gpamm_vcpu_free(struct gpamm_vcpu *vcpu);
+
+/* vm.c: process-wide accounting */
+extern _Atomic uint64_t gpamm_live_vms, gpamm_live_vcpus, gpamm_live_tpools, gpamm_live_threads;
+
+#endif
