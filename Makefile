@@ -49,6 +49,14 @@ CLI    := $(BUILD)/gpamm
 .PHONY: all run test bench check-asan help clean deps tests benches
 all: $(LIB_A) $(LIB_SO) $(CLI)
 
+# Missing packages are installed (as root) or named, once per build tree.
+DEPS_OK := $(BUILD)/.deps-ok
+$(DEPS_OK): scripts/deps.sh
+	@mkdir -p $(BUILD)
+	@scripts/deps.sh
+	@touch $@
+$(LIB_OBJS) $(HARN_OBJS): | $(DEPS_OK)
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
