@@ -20,6 +20,10 @@ int gpamm_memslots_init(struct gpamm_vm *vm)
 {
 	struct gpamm_memslots *set = calloc(1, sizeof(*set));
 
+	/* an empty set: base points past the (empty) pointer array */
+	if (set)
+		set->base = set->end = set->top = (uint64_t *)&set->by_gfn[0];
+
 	vm->by_id = calloc(GPAMM_USER_MEM_SLOTS, sizeof(*vm->by_id));
 	if (!set || !vm->by_id) {
 		free(set);
@@ -44,27 +48,39 @@ void gpamm_memslots_destroy(struct gpamm_vm *vm)
 	pthread_mutex_destroy(&vm->slots_lock);
 }
 
-/* Binary search: the last slot whose base is <= gfn. */
+/* Index of the last key <= x in k[0..n), n >= 1, k[0] <= x; branch-free. */
+static inline uint32_t last_le(const uint64_t *k, uint32_t n, uint64_t x)
+{
+	const uint64_t *p = k;
+
+	while (n > 1) {
+		uint32_t half = n / 2;
+		p = p[half] <= x ? p + half : p;
+		n -= half;
+	}
+	return (uint32_t)(p - k);
+}
+
+/*
+ * The slot holding @gfn: the index of every 64th key first, then one block.
+ * The comparisons select with conditional moves, so a random GFN costs no
+ * mispredicted branches; log2(nr) steps in all.
+ */
 struct gpamm_memslot *gpamm_memslot_lookup(struct gpamm_memslots *set, uint64_t gfn, bool any)
 {
-	uint32_t lo = 0, hi = set->nr;
-	struct gpamm_memslot *s;
+	uint32_t b, first, n;
+	uint64_t e;
 
-	while (lo < hi) {
-		uint32_t mid = lo + (hi - lo) / 2;
-		if (set->by_gfn[mid]->base_gfn <= gfn)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (!lo)
+	if (!set->nr || gfn < set->base[0])
 		return NULL;
-	s = set->by_gfn[lo - 1];
-	if (!memslot_contains(s, gfn))
+	b = last_le(set->top, set->ntop, gfn);
+	first = b * MEMSLOT_BLOCK;
+	n = set->nr - first < MEMSLOT_BLOCK ? set->nr - first : MEMSLOT_BLOCK;
+	first += last_le(set->base + first, n, gfn);
+	e = set->end[first];
+	if (gfn >= (e & ~MEMSLOT_END_INVALID) || (!any && (e & MEMSLOT_END_INVALID)))
 		return NULL;
-	if (!any && (s->flags & GPAMM_MEMSLOT_INVALID))
-		return NULL;
-	return s;
+	return set->by_gfn[first];
 }
 
 void gpamm_mark_page_dirty(struct gpamm_vm *vm, struct gpamm_memslot *slot, uint64_t gfn)
@@ -82,11 +98,17 @@ static struct gpamm_memslots *set_replace(const struct gpamm_memslots *old,
 					  struct gpamm_memslot *add)
 {
 	uint32_t n = old->nr - (remove ? 1 : 0) + (add ? 1 : 0), j = 0;
-	struct gpamm_memslots *set = malloc(sizeof(*set) + n * sizeof(set->by_gfn[0]));
+	uint32_t ntop = (n + MEMSLOT_BLOCK - 1) / MEMSLOT_BLOCK;
+	struct gpamm_memslots *set = malloc(sizeof(*set) + n * sizeof(set->by_gfn[0]) +
+					    (2 * n + ntop) * sizeof(uint64_t));
 	bool placed = !add;
 
 	if (!set)
 		return NULL;
+	set->base = (uint64_t *)&set->by_gfn[n];
+	set->end = set->base + n;
+	set->top = set->end + n;
+	set->ntop = ntop;
 	for (uint32_t i = 0; i < old->nr; i++) {
 		struct gpamm_memslot *s = old->by_gfn[i];
 		if (s == remove)
@@ -100,6 +122,14 @@ static struct gpamm_memslots *set_replace(const struct gpamm_memslots *old,
 	if (!placed)
 		set->by_gfn[j++] = add;
 	set->nr = j;
+	for (uint32_t i = 0; i < j; i++) {
+		const struct gpamm_memslot *m = set->by_gfn[i];
+		set->base[i] = m->base_gfn;
+		set->end[i] = (m->base_gfn + m->npages) |
+			      ((m->flags & GPAMM_MEMSLOT_INVALID) ? MEMSLOT_END_INVALID : 0);
+	}
+	for (uint32_t b = 0; b < ntop; b++)
+		set->top[b] = set->base[b * MEMSLOT_BLOCK];
 	set->generation = old->generation + 1;
 	return set;
 }

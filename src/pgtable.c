@@ -136,6 +136,7 @@ static ALWAYS_INLINE int walk(struct gpamm_pgt *pgt, uint64_t start, uint64_t en
 				tend = end;
 			if (flags & GPAMM_WALK_LEAF) {
 				ctx.level = 0;
+#pragma GCC unroll 4
 				for (; a < tend; a += psz, p++) {
 					ctx.ptep = p;
 					ctx.old = pte_read(p);

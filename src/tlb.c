@@ -111,8 +111,10 @@ uint8_t *gpamm_tlb_fill(struct tlb *t, uint64_t gpa, unsigned shift, uint8_t *hp
 		}
 		row[way].tag = tag;
 		row[way].hptr = hptr;
-		t->extra[set][way].pfn = pfn;
-		t->extra[set][way].hva = hva;
+		if (t->checking) {
+			t->extra[set][way].pfn = pfn;
+			t->extra[set][way].hva = hva;
+		}
 		if (!t->checking)
 			tlb_front_set(t, gpa, tag, hptr);
 	} else {

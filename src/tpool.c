@@ -30,11 +30,12 @@ extern _Atomic uint64_t gpamm_live_tpools;
 #endif
 
 #define TPOOL_POISON 0x5a5a5a5a5a5a5a5aULL
+#define TPOOL_CHUNK (2ULL << 20)
 
 struct tpool_chunk {
 	struct gpamm_tpool *pool;
 	struct tpool_chunk *next;
-	struct gpamm_tpage meta[]; /* meta[0] unused: page 0 is this header */
+	struct gpamm_tpage meta[]; /* one per page; those of the header pages unused */
 };
 
 struct gpamm_tpool {
@@ -42,6 +43,7 @@ struct gpamm_tpool {
 	unsigned page_shift;
 	size_t page_size;
 	unsigned chunk_pages;
+	unsigned meta_pages; /* pages at the start of a chunk that hold the header */
 	size_t chunk_bytes;
 	struct gpamm_tpage *free;
 	struct tpool_chunk *chunks;
@@ -61,12 +63,17 @@ struct gpamm_tpool *gpamm_tpool_create(unsigned page_shift)
 	pthread_mutex_init(&pool->lock, NULL);
 	pool->page_shift = page_shift;
 	pool->page_size = (size_t)1 << page_shift;
-	/* 256 KiB chunks for 4K pages; at least 16 pages per chunk otherwise. */
-	pool->chunk_pages = page_shift == 12 ? 64 : page_shift == 14 ? 32 : 16;
-	pool->chunk_bytes = pool->chunk_pages * pool->page_size;
+	/*
+	 * 2 MiB chunks, aligned, so that the kernel can back each with one
+	 * huge page: a walk over many tables then costs no DTLB misses. The
+	 * header and the metadata of every page take the first page(s).
+	 */
+	pool->chunk_bytes = TPOOL_CHUNK;
+	pool->chunk_pages = (unsigned)(TPOOL_CHUNK >> page_shift);
+	pool->meta_pages = (unsigned)((sizeof(struct tpool_chunk) +
+				       pool->chunk_pages * sizeof(struct gpamm_tpage) +
+				       pool->page_size - 1) >> page_shift);
 	__atomic_fetch_add(&gpamm_live_tpools, 1, __ATOMIC_RELAXED);
-	GPAMM_BUG_ON(sizeof(struct tpool_chunk) +
-		     pool->chunk_pages * sizeof(struct gpamm_tpage) > pool->page_size);
 	return pool;
 }
 
@@ -88,12 +95,13 @@ static int tpool_grow(struct gpamm_tpool *pool)
 		munmap(raw, (size_t)(base - raw));
 	if (base + pool->chunk_bytes < raw + len)
 		munmap(base + pool->chunk_bytes, (size_t)(raw + len - (base + pool->chunk_bytes)));
+	madvise(base, pool->chunk_bytes, MADV_HUGEPAGE);
 
 	c = (struct tpool_chunk *)base;
 	c->pool = pool;
 	c->next = pool->chunks;
 	pool->chunks = c;
-	for (i = pool->chunk_pages - 1; i >= 1; i--) {
+	for (i = pool->chunk_pages - 1; i >= pool->meta_pages; i--) {
 		struct gpamm_tpage *m = &c->meta[i];
 		m->table = base + ((size_t)i << pool->page_shift);
 		m->next = pool->free;
@@ -144,7 +152,7 @@ static struct gpamm_tpage *tpool_meta(void *ctx, void *table)
 	struct tpool_chunk *c = (struct tpool_chunk *)(p & ~(uintptr_t)(pool->chunk_bytes - 1));
 	size_t idx = (p - (uintptr_t)c) >> pool->page_shift;
 
-	GPAMM_BUG_ON(c->pool != pool || idx == 0 || (p & (pool->page_size - 1)));
+	GPAMM_BUG_ON(c->pool != pool || idx < pool->meta_pages || (p & (pool->page_size - 1)));
 	return &c->meta[idx];
 }
 

@@ -209,45 +209,12 @@ static uint8_t *check_stale(struct gpamm_vcpu *v, uint8_t *p, uint64_t pfn, uint
 	return p;
 }
 
-/*
- * The slow side of a translation: walk and fill (returning the host
- * address), or take the fault (returning NULL with *ex set: XL_RETRY when
- * the fault was handled and the access should look again). In checking
- * mode every access comes here and is verified with the host.
- */
-static __attribute__((noinline)) uint8_t *xlate_miss(struct gpamm_vcpu *v, uint64_t gpa,
-						     bool write, enum xlate_exit *ex)
+/* A VM exit for a translation fault, handled on this thread. */
+static __attribute__((noinline)) uint8_t *xlate_fault(struct gpamm_vcpu *v, uint64_t gpa,
+						      bool write, enum xlate_exit *ex)
 {
-	struct gpamm_vm *vm = v->vm;
-	struct gpamm_host *host = vm->host;
-	const unsigned ps = vm->geom.page_shift;
 	enum fault_result fr;
-	gpamm_pte_t e;
-	unsigned level;
 
-	if (unlikely(v->checking)) {
-		uint64_t pfn, hva;
-		uint8_t *p = tlb_lookup_slow(&v->tlb, gpa, write, &pfn, &hva);
-		if (p)
-			return check_stale(v, p, pfn, hva, write);
-	}
-	vstat_inc(&v->st_tlb_misses);
-	vstat_inc(&v->st_walks);
-	if (hw_walk(vm, gpa, write, &e, &level)) {
-		unsigned shift = vm->geom.shift[level];
-		uint64_t pfn = gpamm_pte_pfn(e, ps);
-		uint64_t base = gpa & ~((1ULL << shift) - 1);
-		uint8_t *hptr = host->ops->page_ptr(host, pfn), *p;
-		uint64_t hva = v->checking ? expected_hva(vm, base) : 0;
-
-		p = gpamm_tlb_fill(&v->tlb, gpa, shift, hptr, pfn, hva, e & GPAMM_PTE_DIRTY);
-		if (unlikely(v->checking)) {
-			uint64_t off = (gpa - base) & ~((1ULL << ps) - 1);
-			return check_stale(v, p, pfn + (off >> ps), hva + off, write);
-		}
-		return p;
-	}
-	/* A VM exit for the fault, handled on this thread. */
 	vcpu_leave_guest(v);
 	fr = gpamm_mmu_fault(v, gpa, write);
 	if (fr == FAULT_OK) {
@@ -257,6 +224,59 @@ static __attribute__((noinline)) uint8_t *xlate_miss(struct gpamm_vcpu *v, uint6
 		*ex = fr == FAULT_MMIO ? XL_MMIO : XL_MEMORY;
 	}
 	return NULL;
+}
+
+/* Checking mode: every access comes here, is translated and verified. */
+static __attribute__((noinline)) uint8_t *xlate_checked(struct gpamm_vcpu *v, uint64_t gpa,
+							bool write, enum xlate_exit *ex)
+{
+	struct gpamm_vm *vm = v->vm;
+	const unsigned ps = vm->geom.page_shift;
+	uint64_t pfn, hva, base;
+	gpamm_pte_t e;
+	unsigned level, shift;
+	uint8_t *p = tlb_lookup_slow(&v->tlb, gpa, write, &pfn, &hva);
+
+	if (p)
+		return check_stale(v, p, pfn, hva, write);
+	vstat_inc(&v->st_tlb_misses);
+	if (!hw_walk(vm, gpa, write, &e, &level))
+		return xlate_fault(v, gpa, write, ex);
+	shift = vm->geom.shift[level];
+	pfn = gpamm_pte_pfn(e, ps);
+	base = gpa & ~((1ULL << shift) - 1);
+	hva = expected_hva(vm, base);
+	p = gpamm_tlb_fill(&v->tlb, gpa, shift, gpamm_host_page_ptr(vm->host, pfn), pfn, hva,
+			   e & GPAMM_PTE_DIRTY);
+	base = (gpa - base) & ~((1ULL << ps) - 1);
+	return check_stale(v, p, pfn + (base >> ps), hva + base, write);
+}
+
+/*
+ * A TLB miss: walk and fill, returning the host address, or take the fault
+ * (NULL with *ex set: XL_RETRY when the fault was handled and the access
+ * should look again). The walk and a base-page fill are inline here, so a
+ * miss costs one call: few stores, which matters when the store of the
+ * access itself waits for DRAM and stores retire in order.
+ */
+static ALWAYS_INLINE uint8_t *xlate_miss(struct gpamm_vcpu *v, uint64_t gpa, bool write,
+					  enum xlate_exit *ex)
+{
+	struct gpamm_vm *vm = v->vm;
+	gpamm_pte_t e;
+	unsigned level;
+
+	if (unlikely(v->checking))
+		return xlate_checked(v, gpa, write, ex);
+	if (unlikely(!hw_walk(vm, gpa, write, &e, &level)))
+		return xlate_fault(v, gpa, write, ex);
+	vstat_inc(&v->st_tlb_misses);
+	uint64_t pfn = gpamm_pte_pfn(e, vm->geom.page_shift);
+	uint8_t *hptr = gpamm_host_page_ptr(vm->host, pfn);
+	if (likely(level == 0))
+		return tlb_fill_base(&v->tlb, gpa, hptr, e & GPAMM_PTE_DIRTY);
+	return gpamm_tlb_fill(&v->tlb, gpa, vm->geom.shift[level], hptr, pfn, 0,
+			      e & GPAMM_PTE_DIRTY);
 }
 
 /*
@@ -313,6 +333,18 @@ static __attribute__((noinline)) bool access_exit(struct gpamm_vcpu *v, enum xla
 	return false; /* retry the access */
 }
 
+/* Copies of 1..8 bytes at a known small size, so no call to memcpy. */
+static ALWAYS_INLINE void copy_small(void *dst, const void *src, unsigned len)
+{
+	switch (len) {
+	case 8: memcpy(dst, src, 8); break;
+	case 4: memcpy(dst, src, 4); break;
+	case 2: memcpy(dst, src, 2); break;
+	case 1: memcpy(dst, src, 1); break;
+	default: memcpy(dst, src, len); break;
+	}
+}
+
 /* One access of 1..8 bytes inside one page, the whole way. */
 static __attribute__((noinline)) void access_slow(struct gpamm_vcpu *v, uint64_t gpa,
 						  unsigned len, bool write, uint64_t *val)
@@ -323,9 +355,9 @@ static __attribute__((noinline)) void access_slow(struct gpamm_vcpu *v, uint64_t
 
 		if (likely(p)) {
 			if (write)
-				memcpy(p, val, len);
+				copy_small(p, val, len);
 			else
-				memcpy(val, p, len);
+				copy_small(val, p, len);
 			return;
 		}
 		if (access_exit(v, ex, gpa, len, write, val))

@@ -131,7 +131,6 @@ void gpamm_vm_stats(struct gpamm_vm *vm, struct gpamm_vm_stats *st)
 		st->memory_fault_exits += RD(st_memfault);
 		st->gpa_flushes += RD(st_gpa_flushes);
 		st->tlb_misses += RD(st_tlb_misses);
-		st->walks += RD(st_walks);
 #undef RD
 	}
 	gpamm_host_stats(vm->host, &hs);

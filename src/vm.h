@@ -28,10 +28,23 @@ struct gpamm_memslot {
 	uint64_t *dirty_bitmap;  /* one bit per page while logging (shared by copies of the slot) */
 };
 
-/* An immutable set, published whole; readers hold the RCU read lock. */
+/*
+ * An immutable set, published whole; readers hold the RCU read lock. The
+ * base GFNs are kept in an array of their own, with a small index of every
+ * 64th key in front of it (4 KiB at 32764 slots, so it stays in L1): a
+ * look-up searches the index, then one block of 64 keys (eight cache
+ * lines), instead of chasing a pointer per step. The ends (and whether
+ * the slot is INVALID) are dense too, so a look-up touches no slot.
+ */
+#define MEMSLOT_BLOCK 64 /* keys per block of the two-level index */
+#define MEMSLOT_END_INVALID (1ULL << 63)
+
 struct gpamm_memslots {
 	uint64_t generation;
-	uint32_t nr;
+	uint32_t nr, ntop;
+	uint64_t *base;                 /* base[i] == by_gfn[i]->base_gfn */
+	uint64_t *end;                  /* base + npages, | MEMSLOT_END_INVALID */
+	uint64_t *top;                  /* top[b] == base[b * MEMSLOT_BLOCK] */
 	struct gpamm_memslot *by_gfn[]; /* sorted by base_gfn, no overlaps */
 };
 
@@ -47,8 +60,8 @@ static inline uint64_t memslot_gfn_to_hva(const struct gpamm_memslot *s, uint64_
 
 /* ---- TLB ---------------------------------------------------------------- */
 
-#define TLB_SETS 256
-#define TLB_WAYS 8
+#define TLB_SETS 512
+#define TLB_WAYS 4 /* a set is one 64-byte cache line */
 #define MTLB_ENTRIES 64
 #define TLB_GPA_QUEUE 8
 
@@ -90,9 +103,9 @@ struct tlb {
 	unsigned page_shift; /* base page size of the STLB */
 	bool checking;       /* every access goes the slow way (and is checked) */
 	unsigned mtlb_nr, mtlb_victim;
-	struct tlb_entry set[TLB_SETS][TLB_WAYS];
+	struct tlb_entry set[TLB_SETS][TLB_WAYS] __attribute__((aligned(64)));
 	uint8_t victim[TLB_SETS];
-	struct tlb_extra extra[TLB_SETS][TLB_WAYS];
+	struct tlb_extra extra[TLB_SETS][TLB_WAYS]; /* written in checking mode only */
 	struct mtlb_entry mtlb[MTLB_ENTRIES]; /* fully associative, huge pages */
 };
 
@@ -134,7 +147,7 @@ struct gpamm_vcpu {
 	void *asan_fake_stack;
 
 	/* statistics, written only by the vCPU thread (relaxed) */
-	uint64_t st_tlb_misses, st_walks, st_faults, st_fast, st_slow,
+	uint64_t st_tlb_misses, st_faults, st_fast, st_slow,
 		 st_retries, st_mmio, st_memfault, st_gpa_flushes;
 };
 
@@ -215,6 +228,34 @@ static inline void tlb_front_set(struct tlb *t, uint64_t gpa, uint64_t tag, uint
 static inline void tlb_front_clear(struct tlb *t)
 {
 	t->rbase = t->wbase = 1;
+}
+
+/* Fill a base-page entry (outside checking mode); returns the host address of @gpa. */
+static ALWAYS_INLINE uint8_t *tlb_fill_base(struct tlb *t, uint64_t gpa, uint8_t *hptr,
+					    bool writable)
+{
+	uint64_t vpn = gpa >> t->page_shift;
+	uint64_t tag = tlb_tag(vpn) | (writable ? TLBT_WRITE : 0);
+	unsigned set = vpn & (TLB_SETS - 1), way = TLB_WAYS;
+	struct tlb_entry *row = t->set[set];
+
+	/* a stale copy of the same page first, then a free way, else round robin */
+	for (unsigned w = 0; w < TLB_WAYS; w++)
+		if (!((row[w].tag ^ tag) & ~TLBT_WRITE))
+			way = w;
+	for (unsigned w = 0; w < TLB_WAYS && way == TLB_WAYS; w++)
+		if (!row[w].tag)
+			way = w;
+	if (way == TLB_WAYS) {
+		way = t->victim[set];
+		t->victim[set] = (uint8_t)((way + 1) & (TLB_WAYS - 1));
+	}
+	row[way].tag = tag;
+	row[way].hptr = hptr;
+	t->rbase = gpa & t->pmask;
+	t->wbase = writable ? t->rbase : 1;
+	t->front_hptr = hptr;
+	return hptr + (gpa & ~t->pmask);
 }
 
 static ALWAYS_INLINE uint8_t *tlb_lookup(struct tlb *t, uint64_t gpa, bool write)

@@ -196,7 +196,7 @@ struct gpamm_vm_stats {
 	uint64_t pinned;          /* host pins held by the MMU right now */
 	uint64_t faults, fast_faults, slow_faults, fault_retries, mmio_exits, memory_fault_exits;
 	uint64_t remote_flushes, gpa_flushes;
-	uint64_t tlb_misses, walks; /* hits are not counted: the hit path stays lean */
+	uint64_t tlb_misses;      /* each one is a walk; hits are not counted: the hit path stays lean */
 	uint64_t slots;
 	uint64_t vcpus;
 	uint64_t threads;         /* threads the library started and has not joined */

@@ -100,7 +100,21 @@ struct gpamm_host {
 	const struct gpamm_host_ops *ops;
 	unsigned page_shift;
 	bool checking; /* check_access is called on every guest access */
+	/*
+	 * Optional: when every frame's bytes are at (pfn << page_shift) +
+	 * pfn_linear_off, set pfn_linear, and a TLB fill computes the address
+	 * instead of calling page_ptr().
+	 */
+	bool pfn_linear;
+	intptr_t pfn_linear_off;
 };
+
+static inline void *gpamm_host_page_ptr(struct gpamm_host *h, uint64_t pfn)
+{
+	if (h->pfn_linear)
+		return (void *)(uintptr_t)((intptr_t)(pfn << h->page_shift) + h->pfn_linear_off);
+	return h->ops->page_ptr(h, pfn);
+}
 
 static inline void gpamm_host_destroy(struct gpamm_host *h)
 {

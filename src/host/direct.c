@@ -172,6 +172,8 @@ struct gpamm_host *gpamm_host_direct_create(unsigned page_shift)
 	d->h.ops = &direct_ops;
 	d->h.page_shift = page_shift;
 	d->h.checking = false;
+	d->h.pfn_linear = true;
+	d->h.pfn_linear_off = 0;
 	d->page_mask = (1ULL << page_shift) - 1;
 	pthread_mutex_init(&d->lock, NULL);
 	return &d->h;

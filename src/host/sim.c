@@ -757,8 +757,13 @@ struct gpamm_host *gpamm_host_sim_create(const struct gpamm_sim_config *cfg)
 	s->freeq = malloc(s->nframes * sizeof(*s->freeq));
 	s->arena = mmap(NULL, s->nframes << shift, PROT_READ | PROT_WRITE,
 			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (s->arena == MAP_FAILED)
+	if (s->arena == MAP_FAILED) {
 		s->arena = NULL;
+	} else {
+		/* frame bytes are arithmetic: let TLB fills skip page_ptr() */
+		s->h.pfn_linear = true;
+		s->h.pfn_linear_off = (intptr_t)s->arena - (intptr_t)(SIM_PFN_BASE << shift);
+	}
 	if (s->nswap) {
 		s->swap_free = malloc(s->nswap * sizeof(*s->swap_free));
 		s->swap = mmap(NULL, s->nswap << shift, PROT_READ | PROT_WRITE,
