@@ -100,6 +100,7 @@ struct tlb {
 	uint64_t pmask;
 	uint64_t rbase, wbase;
 	uint8_t *front_hptr;
+	intptr_t front_delta; /* host address of gpa in the front page = gpa + delta */
 	unsigned page_shift; /* base page size of the STLB */
 	bool checking;       /* every access goes the slow way (and is checked) */
 	unsigned mtlb_nr, mtlb_victim;
@@ -223,6 +224,7 @@ static inline void tlb_front_set(struct tlb *t, uint64_t gpa, uint64_t tag, uint
 	t->rbase = base;
 	t->wbase = (tag & TLBT_WRITE) ? base : 1;
 	t->front_hptr = hptr;
+	t->front_delta = (intptr_t)hptr - (intptr_t)base;
 }
 
 static inline void tlb_front_clear(struct tlb *t)
@@ -255,6 +257,7 @@ static ALWAYS_INLINE uint8_t *tlb_fill_base(struct tlb *t, uint64_t gpa, uint8_t
 	t->rbase = gpa & t->pmask;
 	t->wbase = writable ? t->rbase : 1;
 	t->front_hptr = hptr;
+	t->front_delta = (intptr_t)hptr - (intptr_t)t->rbase;
 	return hptr + (gpa & ~t->pmask);
 }
 
