@@ -83,13 +83,26 @@ struct gpamm_memslot *gpamm_memslot_lookup(struct gpamm_memslots *set, uint64_t 
 	return set->by_gfn[first];
 }
 
-void gpamm_mark_page_dirty(struct gpamm_vm *vm, struct gpamm_memslot *slot, uint64_t gfn)
+void gpamm_mark_page_dirty(struct gpamm_vcpu *vcpu, struct gpamm_memslot *slot, uint64_t gfn)
 {
 	uint64_t rel = gfn - slot->base_gfn;
+	struct dirty_ring *r = &vcpu->ring;
 
-	if (slot->dirty_bitmap)
+	if (slot->dirty_bitmap) {
 		__atomic_fetch_or(&slot->dirty_bitmap[rel / 64], 1ULL << (rel % 64),
 				  __ATOMIC_RELAXED);
+	} else if (r->gfns) {
+		struct gpamm_dirty_gfn *e = &r->gfns[r->push & (r->size - 1)];
+
+		/* The reserved entries guarantee room: the vCPU exits before. */
+		GPAMM_BUG_ON(r->push - atomic_load(&r->reset) >= r->size);
+		e->slot = slot->id;
+		e->offset = rel;
+		__atomic_store_n(&e->flags, GPAMM_DIRTY_GFN_F_DIRTY, __ATOMIC_RELEASE);
+		r->push++;
+		if (gpamm_dirty_ring_soft_full(vcpu))
+			atomic_fetch_or(&vcpu->requests, REQ_RING_FULL);
+	}
 }
 
 /* A new set: @old with @remove taken out and @add put in (either may be NULL). */
@@ -157,6 +170,14 @@ static bool overlaps(const struct gpamm_memslots *set, uint32_t id, uint64_t bas
 static uint64_t *bitmap_alloc(uint64_t npages)
 {
 	return calloc((npages + 63) / 64, sizeof(uint64_t));
+}
+
+static void bitmap_set_all(uint64_t *b, uint64_t npages)
+{
+	for (uint64_t i = 0; i < npages / 64; i++)
+		b[i] = ~0ULL;
+	if (npages % 64)
+		b[npages / 64] = (1ULL << (npages % 64)) - 1;
 }
 
 int gpamm_vm_set_memory_region(struct gpamm_vm *vm,
@@ -246,8 +267,10 @@ int gpamm_vm_set_memory_region(struct gpamm_vm *vm,
 	new->base_gfn = base_gfn;
 	new->npages = npages;
 	new->userspace_addr = r->userspace_addr;
-	if ((r->flags & GPAMM_MEM_LOG_DIRTY_PAGES) && !(r->flags & GPAMM_MEM_READONLY)) {
-		if (old && old->dirty_bitmap && base_gfn == old->base_gfn) {
+	/* Bitmap mode: a logging slot has a bitmap (read-only ones too, always
+	 * clear); it moves with the slot's copies while logging stays on. */
+	if ((r->flags & GPAMM_MEM_LOG_DIRTY_PAGES) && !vm->dirty_ring_size) {
+		if (old && old->dirty_bitmap) {
 			new->dirty_bitmap = old->dirty_bitmap;
 		} else {
 			new->dirty_bitmap = bitmap_alloc(npages);
@@ -256,6 +279,9 @@ int gpamm_vm_set_memory_region(struct gpamm_vm *vm,
 				ret = -ENOMEM;
 				goto out;
 			}
+			if ((vm->dirty_log_flags & GPAMM_DIRTY_LOG_INITIALLY_SET) &&
+			    !(r->flags & GPAMM_MEM_READONLY))
+				bitmap_set_all(new->dirty_bitmap, npages);
 		}
 	}
 
@@ -302,7 +328,10 @@ int gpamm_vm_set_memory_region(struct gpamm_vm *vm,
 		if (!set)
 			goto nomem;
 		publish(vm, set);
-		if (log_on && !(new->flags & GPAMM_MEM_READONLY))
+		/* With INITIALLY_SET every bit is set instead (pages stay writable
+		 * until the VMM clears them); read-only slots have nothing to protect. */
+		if (log_on && !(new->flags & GPAMM_MEM_READONLY) &&
+		    !(new->dirty_bitmap && (vm->dirty_log_flags & GPAMM_DIRTY_LOG_INITIALLY_SET)))
 			gpamm_mmu_wrprotect_gfn_range(vm, new->base_gfn, new->npages);
 		if (old->dirty_bitmap != new->dirty_bitmap)
 			free(old->dirty_bitmap);

@@ -67,8 +67,8 @@ static bool fault_fast(struct gpamm_vcpu *vcpu, uint64_t gpa, bool write)
 	if (set & GPAMM_PTE_WRITEABLE) {
 		urcu_bp_read_lock();
 		slot = gpamm_memslot_lookup(slots_deref(vm), gpa >> ps, true);
-		if (slot)
-			gpamm_mark_page_dirty(vm, slot, gpa >> ps);
+		if (slot && memslot_logging(slot))
+			gpamm_mark_page_dirty(vcpu, slot, gpa >> ps);
 		urcu_bp_read_unlock();
 	}
 out:
@@ -114,7 +114,7 @@ static enum fault_result fault_slow(struct gpamm_vcpu *vcpu, uint64_t gpa, bool 
 		res = FAULT_MMIO;
 		goto out_rcu;
 	}
-	logging = slot->dirty_bitmap != NULL;
+	logging = memslot_logging(slot);
 	hva = memslot_gfn_to_hva(slot, gfn, ps);
 
 	r = gpamm_memcache_topup(&vcpu->mc, gpamm_pgt_map_pages(&vm->pgt));
@@ -151,7 +151,7 @@ static enum fault_result fault_slow(struct gpamm_vcpu *vcpu, uint64_t gpa, bool 
 			  gpamm_pte_mk(hp.pfn, ps, prot), &vcpu->mc);
 	GPAMM_BUG_ON(r < 0);
 	if (write && logging)
-		gpamm_mark_page_dirty(vm, slot, gfn);
+		gpamm_mark_page_dirty(vcpu, slot, gfn);
 	mmu_unlock(vm);
 	/* Accessed/dirty are set while the pin is still held. */
 	host->ops->put_page(host, hp.pfn, true, prot & GPAMM_PTE_DIRTY);

@@ -130,6 +130,11 @@ static void vcpu_service_requests(struct gpamm_vcpu *v)
 		atomic_fetch_and(&v->requests, ~REQ_EXIT);
 		vcpu_exit(v, GPAMM_EXIT_REQUEST);
 	}
+	if (r & REQ_RING_FULL) {
+		atomic_fetch_and(&v->requests, ~REQ_RING_FULL);
+		/* no guest entry until the VMM has reset the ring (see run) */
+		vcpu_exit(v, GPAMM_EXIT_DIRTY_RING_FULL);
+	}
 }
 
 /* ---- the emulated hardware walker --------------------------------------- */
@@ -636,6 +641,11 @@ int gpamm_vcpu_create(struct gpamm_vm *vm, unsigned id, struct gpamm_vcpu **out)
 	v->checking = vm->host->checking && vm->host->ops->check_access;
 	v->tlb.checking = v->checking;
 	gpamm_memcache_init(&v->mc, &vm->mm);
+	if (gpamm_dirty_ring_alloc(v)) {
+		free(v);
+		ret = -ENOMEM;
+		goto out;
+	}
 	vm->vcpus[atomic_load(&vm->nr_vcpus)] = v;
 	atomic_fetch_add(&vm->nr_vcpus, 1);
 	atomic_fetch_add(&gpamm_live_vcpus, 1);
@@ -655,6 +665,7 @@ static void vcpu_free_stack(struct gpamm_vcpu *v)
 void gpamm_vcpu_free(struct gpamm_vcpu *v)
 {
 	gpamm_memcache_release(&v->mc);
+	gpamm_dirty_ring_free(v);
 	vcpu_free_stack(v);
 	free(v);
 	atomic_fetch_sub(&gpamm_live_vcpus, 1);
@@ -704,6 +715,11 @@ int gpamm_vcpu_run(struct gpamm_vcpu *v)
 	if (run->immediate_exit || (atomic_load(&v->requests) & REQ_EXIT)) {
 		atomic_fetch_and(&v->requests, ~REQ_EXIT);
 		run->exit_reason = GPAMM_EXIT_REQUEST;
+		goto out;
+	}
+	if (gpamm_dirty_ring_soft_full(v)) {
+		atomic_fetch_and(&v->requests, ~REQ_RING_FULL);
+		run->exit_reason = GPAMM_EXIT_DIRTY_RING_FULL;
 		goto out;
 	}
 	if (v->gstate == GUEST_READY) {

@@ -50,6 +50,7 @@ int gpamm_vm_create(const struct gpamm_vm_config *cfg, struct gpamm_vm **out)
 		goto err_pgt;
 	pthread_mutex_init(&vm->mmu_lock, NULL);
 	pthread_mutex_init(&vm->vcpus_lock, NULL);
+	pthread_mutex_init(&vm->dirty_lock, NULL);
 	r = gpamm_mmu_notifier_attach(vm);
 	if (r)
 		goto err_slots;
@@ -60,6 +61,7 @@ int gpamm_vm_create(const struct gpamm_vm_config *cfg, struct gpamm_vm **out)
 err_slots:
 	pthread_mutex_destroy(&vm->mmu_lock);
 	pthread_mutex_destroy(&vm->vcpus_lock);
+	pthread_mutex_destroy(&vm->dirty_lock);
 	gpamm_memslots_destroy(vm);
 err_pgt:
 	gpamm_pgt_destroy(&vm->pgt);
@@ -93,6 +95,7 @@ void gpamm_vm_destroy(struct gpamm_vm *vm)
 	GPAMM_BUG_ON(leaked != 0);
 	pthread_mutex_destroy(&vm->mmu_lock);
 	pthread_mutex_destroy(&vm->vcpus_lock);
+	pthread_mutex_destroy(&vm->dirty_lock);
 	free(vm->vcpus);
 	free(vm);
 	atomic_fetch_sub(&gpamm_live_vms, 1);

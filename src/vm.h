@@ -121,6 +121,15 @@ enum vcpu_mode { OUTSIDE_GUEST_MODE = 0, IN_GUEST_MODE = 1 };
 
 #define REQ_TLB_FLUSH (1u << 0) /* remote flush: drop everything */
 #define REQ_EXIT      (1u << 1) /* kick: exit to the VMM */
+#define REQ_RING_FULL (1u << 2) /* own dirty ring is soft-full: exit */
+
+/* A vCPU's dirty ring: the vCPU pushes, the VMM harvests and resets. */
+struct dirty_ring {
+	struct gpamm_dirty_gfn *gfns;
+	uint32_t size;                /* a power of two */
+	uint32_t push;                /* next entry to fill (vCPU thread only) */
+	_Atomic uint32_t reset;       /* next entry to reset (VMM, under dirty_lock) */
+};
 
 enum guest_state { GUEST_NONE, GUEST_READY, GUEST_RUNNING, GUEST_DONE };
 
@@ -137,6 +146,7 @@ struct gpamm_vcpu {
 	bool gpa_flush_all;
 	struct gpamm_memcache mc;
 	struct gpamm_run run;
+	struct dirty_ring ring;
 
 	/* guest context */
 	gpamm_guest_fn guest_fn;
@@ -179,6 +189,11 @@ struct gpamm_vm {
 
 	_Atomic uint64_t st_remote_flushes, st_pinned;
 	bool notifier_registered;
+
+	/* dirty logging: set before use, read by faults */
+	unsigned dirty_log_flags;    /* GPAMM_DIRTY_LOG_* */
+	uint32_t dirty_ring_size;    /* 0: bitmap mode */
+	pthread_mutex_t dirty_lock;  /* serialises ring resets */
 };
 
 /* memslot.c */
@@ -187,7 +202,17 @@ void gpamm_memslots_destroy(struct gpamm_vm *vm);
 /* Context: RCU read lock held. Returns NULL when no slot holds @gfn;
  * with @any, INVALID slots count too. */
 struct gpamm_memslot *gpamm_memslot_lookup(struct gpamm_memslots *set, uint64_t gfn, bool any);
-void gpamm_mark_page_dirty(struct gpamm_vm *vm, struct gpamm_memslot *slot, uint64_t gfn);
+/* Log @gfn of @slot as dirtied by @vcpu: bitmap bit, or ring entry. Context: MMU lock. */
+void gpamm_mark_page_dirty(struct gpamm_vcpu *vcpu, struct gpamm_memslot *slot, uint64_t gfn);
+static inline bool memslot_logging(const struct gpamm_memslot *s)
+{
+	return (s->flags & GPAMM_MEM_LOG_DIRTY_PAGES) && !(s->flags & GPAMM_MEM_READONLY);
+}
+
+/* dirty.c */
+int gpamm_dirty_ring_alloc(struct gpamm_vcpu *vcpu);
+void gpamm_dirty_ring_free(struct gpamm_vcpu *vcpu);
+bool gpamm_dirty_ring_soft_full(const struct gpamm_vcpu *vcpu);
 
 /* mmu.c */
 enum fault_result { FAULT_OK = 0, FAULT_MMIO, FAULT_MEMORY };

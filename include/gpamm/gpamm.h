@@ -90,6 +90,112 @@ struct gpamm_userspace_memory_region {
 int gpamm_vm_set_memory_region(struct gpamm_vm *vm,
 			       const struct gpamm_userspace_memory_region *r);
 
+/* ---- dirty logging (KVM_GET_DIRTY_LOG, KVM_CLEAR_DIRTY_LOG, dirty ring) -- */
+
+/*
+ * Bitmap mode (the default): a slot created or changed with
+ * GPAMM_MEM_LOG_DIRTY_PAGES gets a bitmap, one bit per page, bit i of
+ * word w for page w * 64 + i of the slot. Turning logging on write-protects
+ * the slot (read-only slots have nothing to protect), so the next write to
+ * each page faults and is logged.
+ */
+
+/* gpamm_vm_enable_manual_dirty_log_protect() flags (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) */
+#define GPAMM_DIRTY_LOG_MANUAL_PROTECT_ENABLE (1u << 0)
+#define GPAMM_DIRTY_LOG_INITIALLY_SET         (1u << 1)
+
+/**
+ * gpamm_vm_enable_manual_dirty_log_protect() - choose how GET behaves.
+ * With MANUAL_PROTECT_ENABLE, GET only reports; CLEAR re-protects exactly
+ * the pages it is given. With INITIALLY_SET too, turning logging on sets
+ * every bit instead of write-protecting (pages stay writable until CLEAR).
+ * 0 turns both off.
+ * Context: VMM thread.
+ * Return: 0, -EINVAL (unknown flag, INITIALLY_SET without MANUAL_PROTECT).
+ */
+int gpamm_vm_enable_manual_dirty_log_protect(struct gpamm_vm *vm, unsigned flags);
+
+/**
+ * gpamm_vm_get_dirty_log() - copy slot @slot's bitmap to @bitmap
+ * (ceil(npages / 64) words). Classic mode also clears what it reported
+ * and write-protects those pages, flushing TLBs before it returns.
+ * Context: VMM thread; vCPUs may run.
+ * Return: 0, -EINVAL (slot id out of range, NULL bitmap), -ENOENT (no
+ * such slot, or it does not log), -ENXIO (the VM uses the dirty ring).
+ */
+int gpamm_vm_get_dirty_log(struct gpamm_vm *vm, uint32_t slot, uint64_t *bitmap);
+
+/**
+ * gpamm_vm_clear_dirty_log() - for every bit set in @bitmap (bit i is page
+ * @first_page + i of the slot), clear that page's dirty bit and
+ * write-protect it, 64 pages at a time; TLBs are flushed before it returns.
+ * Context: VMM thread; vCPUs may run.
+ * Return: 0, -EINVAL (slot id out of range, @first_page not a multiple of
+ * 64, @num_pages not a multiple of 64 unless the range ends at the end of
+ * the slot, range beyond the slot, NULL bitmap), -ENOENT, -ENXIO as above.
+ */
+int gpamm_vm_clear_dirty_log(struct gpamm_vm *vm, uint32_t slot, uint64_t first_page,
+			     uint64_t num_pages, const uint64_t *bitmap);
+
+/*
+ * Ring mode (KVM_CAP_DIRTY_LOG_RING): instead of bitmaps, each vCPU pushes
+ * the pages it dirties onto a ring of its own. The VMM harvests entries
+ * whose flags have DIRTY, marks them RESET, and calls
+ * gpamm_vm_reset_dirty_rings(), which write-protects those pages again and
+ * frees the entries. A vCPU whose ring is nearly full exits with
+ * GPAMM_EXIT_DIRTY_RING_FULL and will not run until entries are reset.
+ */
+#define GPAMM_DIRTY_GFN_F_DIRTY (1u << 0)
+#define GPAMM_DIRTY_GFN_F_RESET (1u << 1)
+
+struct gpamm_dirty_gfn {
+	uint32_t flags;   /* read with acquire, written with release */
+	uint32_t slot;
+	uint64_t offset;  /* page index within the slot */
+};
+
+#define GPAMM_DIRTY_RING_RSVD 64 /* entries kept free: the vCPU exits before it needs them */
+
+/**
+ * gpamm_vm_enable_dirty_ring() - use per-vCPU rings of @entries entries
+ * (a power of two, 2 * GPAMM_DIRTY_RING_RSVD .. 65536) instead of bitmaps.
+ * Context: VMM thread, before any vCPU is created and any slot logs.
+ * Return: 0, -EINVAL (bad size), -EBUSY (vCPUs or logging slots exist, or
+ * a ring is already enabled).
+ */
+int gpamm_vm_enable_dirty_ring(struct gpamm_vm *vm, uint32_t entries);
+/** gpamm_vcpu_dirty_ring() - the vCPU's ring (KVM's mmap of it); *@entries its size; NULL without ring mode. */
+struct gpamm_dirty_gfn *gpamm_vcpu_dirty_ring(struct gpamm_vcpu *vcpu, uint32_t *entries);
+/**
+ * gpamm_vm_reset_dirty_rings() - on every vCPU's ring, starting where the
+ * last reset stopped, write-protect the page of each entry marked RESET
+ * and free the entry; stops at the first entry not marked. TLBs are
+ * flushed before it returns.
+ * Context: VMM thread; vCPUs may run.
+ * Return: the number of entries reset (>= 0), or -ENXIO without ring mode.
+ */
+int64_t gpamm_vm_reset_dirty_rings(struct gpamm_vm *vm);
+
+/* ---- access tracking (working-set estimation) -------------------------- */
+
+/**
+ * gpamm_vm_mark_idle() - make every page of [@gpa, @gpa + @size) old
+ * (clear VALID) and flush TLBs, so that the next access to each faults and
+ * makes it young again.
+ * Context: VMM thread; vCPUs may run.
+ * Return: the number of pages that were young (>= 0), -EINVAL (unaligned,
+ * zero size, overflow, beyond the GPA space).
+ */
+int64_t gpamm_vm_mark_idle(struct gpamm_vm *vm, uint64_t gpa, uint64_t size);
+/**
+ * gpamm_vm_test_young() - which pages of [@gpa, @gpa + @size) were accessed
+ * since they were last marked idle (or mapped). @bitmap, if not NULL, gets
+ * one bit per page (bit i of word w for page w * 64 + i).
+ * Context: any thread.
+ * Return: the number of young pages (>= 0), -EINVAL as above.
+ */
+int64_t gpamm_vm_test_young(struct gpamm_vm *vm, uint64_t gpa, uint64_t size, uint64_t *bitmap);
+
 /* ---- vCPUs and their exits (KVM_RUN, struct kvm_run) ------------------- */
 
 enum gpamm_exit_reason {

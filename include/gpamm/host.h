@@ -165,6 +165,16 @@ int64_t gpamm_sim_reclaim(struct gpamm_host *h, uint64_t hva, uint64_t len, uint
 int64_t gpamm_sim_migrate(struct gpamm_host *h, uint64_t hva, uint64_t len);
 /** gpamm_sim_merge() - merge pages of the range with identical contents copy-on-write (KSM); returns pages merged or errno. */
 int64_t gpamm_sim_merge(struct gpamm_host *h, uint64_t hva, uint64_t len);
+/**
+ * gpamm_sim_clear_young() - host page aging: ask every MMU attached to the
+ * host whether the range [@hva, @hva + @len) was accessed, and make it old
+ * there (clear_flush_young when @flush, clear_young otherwise).
+ * Return: 0 and *@young, -EINVAL for a range that is not page aligned.
+ */
+int gpamm_sim_clear_young(struct gpamm_host *h, uint64_t hva, uint64_t len, bool flush,
+			  bool *young);
+/** gpamm_sim_test_young() - as gpamm_sim_clear_young() but only asks (test_young). */
+int gpamm_sim_test_young(struct gpamm_host *h, uint64_t hva, uint64_t len, bool *young);
 /** gpamm_sim_read() / gpamm_sim_write() - the host's own access to its memory (faults pages in). */
 int gpamm_sim_read(struct gpamm_host *h, uint64_t hva, void *buf, uint64_t len);
 int gpamm_sim_write(struct gpamm_host *h, uint64_t hva, const void *buf, uint64_t len);

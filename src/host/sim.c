@@ -1355,3 +1355,46 @@ int gpamm_sim_write(struct gpamm_host *h, uint64_t hva, const void *buf, uint64_
 {
 	return sim_access(h, hva, NULL, buf, len, true);
 }
+
+/* ---- aging ----------------------------------------------------------------- */
+
+/*
+ * Host page aging, as the kernel's reclaim scan or idle-page tracking asks
+ * its secondary MMUs: was the range accessed, and (clear_young) make it
+ * old there. The host's own accessed bits are left alone; only the
+ * attached MMUs are asked. Context: takes the mm lock.
+ */
+static int sim_age(struct gpamm_host *h, uint64_t hva, uint64_t len, int how, bool *young)
+{
+	struct sim_host *s = sim_of(h);
+	bool y = false;
+
+	if (!s || !young || !range_ok(s, hva, len))
+		return -EINVAL;
+	pthread_mutex_lock(&s->mm_lock);
+	for (unsigned i = 0; i < s->nr_notifiers; i++) {
+		const struct gpamm_mmu_notifier_ops *ops = s->notifiers[i].ops;
+		void *mn = s->notifiers[i].mn;
+
+		if (how == 2 && ops->clear_flush_young)
+			y |= ops->clear_flush_young(mn, hva, hva + len);
+		else if (how == 1 && ops->clear_young)
+			y |= ops->clear_young(mn, hva, hva + len);
+		else if (how == 0 && ops->test_young)
+			y |= ops->test_young(mn, hva, hva + len);
+	}
+	pthread_mutex_unlock(&s->mm_lock);
+	*young = y;
+	return 0;
+}
+
+int gpamm_sim_clear_young(struct gpamm_host *h, uint64_t hva, uint64_t len, bool flush,
+			  bool *young)
+{
+	return sim_age(h, hva, len, flush ? 2 : 1, young);
+}
+
+int gpamm_sim_test_young(struct gpamm_host *h, uint64_t hva, uint64_t len, bool *young)
+{
+	return sim_age(h, hva, len, 0, young);
+}

@@ -1,0 +1,323 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Dirty logging and access tracking, as the VMM drives them: the bitmap
+ * calls (GET, classic or manual-protect, and CLEAR), the per-vCPU dirty
+ * rings and their reset, and the idle-page calls. Every write-protect is
+ * done under the MMU lock with the 64-page masked mkclean and followed by a
+ * remote TLB flush before the call returns, so a write after the return
+ * faults and is logged again (DESIGN.md contract 2).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vm.h"
+
+/* ---- bitmap mode ------------------------------------------------------------ */
+
+int gpamm_vm_enable_manual_dirty_log_protect(struct gpamm_vm *vm, unsigned flags)
+{
+	const unsigned known = GPAMM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | GPAMM_DIRTY_LOG_INITIALLY_SET;
+
+	if (!vm || (flags & ~known) ||
+	    ((flags & GPAMM_DIRTY_LOG_INITIALLY_SET) &&
+	     !(flags & GPAMM_DIRTY_LOG_MANUAL_PROTECT_ENABLE)))
+		return -EINVAL;
+	pthread_mutex_lock(&vm->slots_lock);
+	vm->dirty_log_flags = flags;
+	pthread_mutex_unlock(&vm->slots_lock);
+	return 0;
+}
+
+/* The logging slot @id, or an errno. Context: slots_lock held. */
+static int log_slot(struct gpamm_vm *vm, uint32_t id, struct gpamm_memslot **out)
+{
+	struct gpamm_memslot *s;
+
+	if (vm->dirty_ring_size)
+		return -ENXIO;
+	if (id >= GPAMM_USER_MEM_SLOTS)
+		return -EINVAL;
+	s = vm->by_id[id];
+	if (!s || !s->dirty_bitmap)
+		return -ENOENT;
+	*out = s;
+	return 0;
+}
+
+/* Write-protect the pages of @mask at @gfn; returns entries changed. Context: MMU lock. */
+static inline uint64_t wrprotect_mask(struct gpamm_vm *vm, const struct gpamm_memslot *s,
+				      uint64_t gfn, uint64_t mask)
+{
+	if (!memslot_logging(s)) /* a read-only slot has nothing writable */
+		return 0;
+	return gpamm_pgt_mkclean_mask(&vm->pgt, gfn, mask);
+}
+
+int gpamm_vm_get_dirty_log(struct gpamm_vm *vm, uint32_t id, uint64_t *bitmap)
+{
+	struct gpamm_memslot *s;
+	uint64_t words, changed = 0;
+	int ret;
+
+	if (!vm || !bitmap)
+		return -EINVAL;
+	pthread_mutex_lock(&vm->slots_lock);
+	ret = log_slot(vm, id, &s);
+	if (ret)
+		goto out;
+	words = (s->npages + 63) / 64;
+	if (vm->dirty_log_flags & GPAMM_DIRTY_LOG_MANUAL_PROTECT_ENABLE) {
+		for (uint64_t i = 0; i < words; i++)
+			bitmap[i] = __atomic_load_n(&s->dirty_bitmap[i], __ATOMIC_RELAXED);
+		goto out;
+	}
+	/*
+	 * Classic: take each word (a fault may set bits meanwhile; those stay
+	 * for the next GET), report it and write-protect what it reported.
+	 */
+	pthread_mutex_lock(&vm->mmu_lock);
+	for (uint64_t i = 0; i < words; i++) {
+		uint64_t mask = 0;
+
+		if (__atomic_load_n(&s->dirty_bitmap[i], __ATOMIC_RELAXED))
+			mask = __atomic_exchange_n(&s->dirty_bitmap[i], 0, __ATOMIC_ACQ_REL);
+		bitmap[i] = mask;
+		if (mask)
+			changed += wrprotect_mask(vm, s, s->base_gfn + i * 64, mask);
+	}
+	if (changed)
+		gpamm_flush_remote_tlbs(vm);
+	pthread_mutex_unlock(&vm->mmu_lock);
+out:
+	pthread_mutex_unlock(&vm->slots_lock);
+	return ret;
+}
+
+int gpamm_vm_clear_dirty_log(struct gpamm_vm *vm, uint32_t id, uint64_t first_page,
+			     uint64_t num_pages, const uint64_t *bitmap)
+{
+	struct gpamm_memslot *s;
+	uint64_t changed = 0;
+	int ret;
+
+	if (!vm || !bitmap)
+		return -EINVAL;
+	pthread_mutex_lock(&vm->slots_lock);
+	ret = log_slot(vm, id, &s);
+	if (ret)
+		goto out;
+	if ((first_page & 63) || first_page > s->npages || num_pages > s->npages - first_page ||
+	    (num_pages < s->npages - first_page && (num_pages & 63))) {
+		ret = -EINVAL;
+		goto out;
+	}
+	pthread_mutex_lock(&vm->mmu_lock);
+	for (uint64_t i = 0; i < (num_pages + 63) / 64; i++) {
+		uint64_t want = bitmap[i], w = first_page / 64 + i, mask;
+
+		if (!want)
+			continue;
+		/* Only bits that really were set are cleared and protected;
+		 * bits past the end of the slot are never set. */
+		mask = want & __atomic_fetch_and(&s->dirty_bitmap[w], ~want, __ATOMIC_ACQ_REL);
+		if (mask)
+			changed += wrprotect_mask(vm, s, s->base_gfn + w * 64, mask);
+	}
+	if (changed)
+		gpamm_flush_remote_tlbs(vm);
+	pthread_mutex_unlock(&vm->mmu_lock);
+out:
+	pthread_mutex_unlock(&vm->slots_lock);
+	return ret;
+}
+
+/* ---- ring mode ------------------------------------------------------------------ */
+
+int gpamm_vm_enable_dirty_ring(struct gpamm_vm *vm, uint32_t entries)
+{
+	struct gpamm_memslots *set;
+	int ret = 0;
+
+	if (!vm || entries < 2 * GPAMM_DIRTY_RING_RSVD || entries > 65536 ||
+	    (entries & (entries - 1)))
+		return -EINVAL;
+	pthread_mutex_lock(&vm->slots_lock);
+	pthread_mutex_lock(&vm->vcpus_lock);
+	set = atomic_load(&vm->slots);
+	if (vm->dirty_ring_size || atomic_load(&vm->nr_vcpus))
+		ret = -EBUSY;
+	for (uint32_t i = 0; !ret && i < set->nr; i++)
+		if (set->by_gfn[i]->dirty_bitmap)
+			ret = -EBUSY;
+	if (!ret)
+		vm->dirty_ring_size = entries;
+	pthread_mutex_unlock(&vm->vcpus_lock);
+	pthread_mutex_unlock(&vm->slots_lock);
+	return ret;
+}
+
+int gpamm_dirty_ring_alloc(struct gpamm_vcpu *vcpu)
+{
+	uint32_t n = vcpu->vm->dirty_ring_size;
+
+	if (!n)
+		return 0;
+	vcpu->ring.gfns = calloc(n, sizeof(*vcpu->ring.gfns));
+	if (!vcpu->ring.gfns)
+		return -ENOMEM;
+	vcpu->ring.size = n;
+	return 0;
+}
+
+void gpamm_dirty_ring_free(struct gpamm_vcpu *vcpu)
+{
+	free(vcpu->ring.gfns);
+	vcpu->ring.gfns = NULL;
+}
+
+/* Full but for the reserved entries: the vCPU must exit. */
+bool gpamm_dirty_ring_soft_full(const struct gpamm_vcpu *vcpu)
+{
+	const struct dirty_ring *r = &vcpu->ring;
+
+	return r->gfns &&
+	       r->push - atomic_load(&r->reset) >= r->size - GPAMM_DIRTY_RING_RSVD;
+}
+
+struct gpamm_dirty_gfn *gpamm_vcpu_dirty_ring(struct gpamm_vcpu *vcpu, uint32_t *entries)
+{
+	if (entries)
+		*entries = vcpu->ring.size;
+	return vcpu->ring.gfns;
+}
+
+/*
+ * Reset one ring: entries the VMM marked RESET, in order, until the first
+ * one not marked. Consecutive entries of the same slot within one 64-page
+ * group are protected with one masked mkclean. Context: slots_lock,
+ * dirty_lock and MMU lock held.
+ */
+static uint64_t ring_reset(struct gpamm_vm *vm, struct dirty_ring *r, uint64_t *changed)
+{
+	struct gpamm_memslot *s = NULL;
+	uint64_t n = 0, gfn64 = 0, mask = 0;
+	uint32_t idx = atomic_load(&r->reset);
+
+	for (;; idx++, n++) {
+		struct gpamm_dirty_gfn *e = &r->gfns[idx & (r->size - 1)];
+		struct gpamm_memslot *es;
+		uint64_t g;
+
+		if (!(__atomic_load_n(&e->flags, __ATOMIC_ACQUIRE) & GPAMM_DIRTY_GFN_F_RESET))
+			break;
+		es = e->slot < GPAMM_USER_MEM_SLOTS ? vm->by_id[e->slot] : NULL;
+		if (es && e->offset >= es->npages)
+			es = NULL; /* the slot was replaced by a smaller one: nothing to do */
+		g = es ? es->base_gfn + e->offset : 0;
+		if (mask && (es != s || (g & ~63ULL) != gfn64)) {
+			*changed += wrprotect_mask(vm, s, gfn64, mask);
+			mask = 0;
+		}
+		if (es) {
+			s = es;
+			gfn64 = g & ~63ULL;
+			mask |= 1ULL << (g & 63);
+		}
+		__atomic_store_n(&e->flags, 0, __ATOMIC_RELEASE);
+	}
+	if (mask)
+		*changed += wrprotect_mask(vm, s, gfn64, mask);
+	atomic_store(&r->reset, idx);
+	return n;
+}
+
+int64_t gpamm_vm_reset_dirty_rings(struct gpamm_vm *vm)
+{
+	uint64_t n = 0, changed = 0;
+
+	if (!vm)
+		return -EINVAL;
+	if (!vm->dirty_ring_size)
+		return -ENXIO;
+	pthread_mutex_lock(&vm->slots_lock);
+	pthread_mutex_lock(&vm->dirty_lock);
+	pthread_mutex_lock(&vm->mmu_lock);
+	for (unsigned i = 0; i < atomic_load(&vm->nr_vcpus); i++)
+		n += ring_reset(vm, &vm->vcpus[i]->ring, &changed);
+	if (changed)
+		gpamm_flush_remote_tlbs(vm);
+	pthread_mutex_unlock(&vm->mmu_lock);
+	pthread_mutex_unlock(&vm->dirty_lock);
+	pthread_mutex_unlock(&vm->slots_lock);
+	return (int64_t)n;
+}
+
+/* ---- access tracking ------------------------------------------------------------ */
+
+static int check_range(const struct gpamm_vm *vm, uint64_t gpa, uint64_t size)
+{
+	const uint64_t pmask = vm->geom.page_size - 1;
+
+	if (!size || ((gpa | size) & pmask) || gpa + size < gpa ||
+	    gpa + size > gpamm_geom_space(&vm->geom))
+		return -EINVAL;
+	return 0;
+}
+
+int64_t gpamm_vm_mark_idle(struct gpamm_vm *vm, uint64_t gpa, uint64_t size)
+{
+	uint64_t n;
+
+	if (!vm || check_range(vm, gpa, size))
+		return -EINVAL;
+	pthread_mutex_lock(&vm->mmu_lock);
+	n = gpamm_pgt_mkold_range(&vm->pgt, gpa, gpa + size);
+	/* a TLB entry would let accesses through without making the page young */
+	if (n)
+		gpamm_flush_remote_tlbs(vm);
+	pthread_mutex_unlock(&vm->mmu_lock);
+	return (int64_t)n;
+}
+
+struct young_data {
+	uint64_t start, count;
+	uint64_t *bitmap;
+	unsigned page_shift;
+};
+
+static int young_pages_visit(const struct gpamm_walk_ctx *ctx, enum gpamm_walk_flags visit)
+{
+	struct young_data *d = ctx->arg;
+	uint64_t first, last;
+
+	if (!(ctx->old & GPAMM_PTE_PRESENT) || !(ctx->old & GPAMM_PTE_VALID))
+		return 0;
+	/* a huge leaf counts for each of its pages inside the range */
+	first = ctx->addr > ctx->start ? ctx->addr : ctx->start;
+	last = ctx->addr + gpamm_geom_level_size(&ctx->pgt->geom, ctx->level);
+	if (last > ctx->end)
+		last = ctx->end;
+	for (uint64_t a = first; a < last; a += 1ULL << d->page_shift) {
+		uint64_t i = (a - d->start) >> d->page_shift;
+		if (d->bitmap)
+			d->bitmap[i / 64] |= 1ULL << (i % 64);
+		d->count++;
+	}
+	return 0;
+}
+
+int64_t gpamm_vm_test_young(struct gpamm_vm *vm, uint64_t gpa, uint64_t size, uint64_t *bitmap)
+{
+	struct young_data d = { .start = gpa, .bitmap = bitmap };
+
+	if (!vm || check_range(vm, gpa, size))
+		return -EINVAL;
+	d.page_shift = vm->geom.page_shift;
+	if (bitmap)
+		memset(bitmap, 0, ((size >> d.page_shift) + 63) / 64 * sizeof(uint64_t));
+	pthread_mutex_lock(&vm->mmu_lock);
+	gpamm_pgt_walk(&vm->pgt, gpa, gpa + size, young_pages_visit, &d, GPAMM_WALK_LEAF);
+	pthread_mutex_unlock(&vm->mmu_lock);
+	return (int64_t)d.count;
+}
