@@ -85,9 +85,9 @@ benches: $(BENCH_BINS)
 deps:
 	@scripts/deps.sh
 
+# The main job: a guest live-migrated through the dirty log, verified.
 run: all
-	$(CLI) info
-	$(CLI) demo
+	$(CLI) migrate
 
 test: all tests
 	@tests/run.sh $(TEST_BINS)

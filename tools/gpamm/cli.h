@@ -37,6 +37,7 @@ struct cli_cmd {
 extern const struct cli_cmd cli_cmd_info;
 extern const struct cli_cmd cli_cmd_decode;
 extern const struct cli_cmd cli_cmd_demo;
+extern const struct cli_cmd cli_cmd_migrate;
 
 /**
  * struct cli_opt - a long option. @has_arg: takes a value ("--x N" or

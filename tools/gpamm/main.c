@@ -16,6 +16,7 @@ static const struct cli_cmd *const cmds[] = {
 	&cli_cmd_info,
 	&cli_cmd_decode,
 	&cli_cmd_demo,
+	&cli_cmd_migrate,
 };
 #define NR_CMDS (sizeof(cmds) / sizeof(cmds[0]))
 
