@@ -43,7 +43,8 @@
  *
  * Limits: HUGE is accepted and ignored (map_shift is always page_shift);
  * migrate and reclaim skip merged (shared) frames, having no reverse map;
- * no aging events and no -EHWPOISON yet. Destroying the host with notifiers
+ * no -EHWPOISON yet. Aging (clear_young, test_young) only asks the attached
+ * MMUs. Destroying the host with notifiers
  * still registered calls their release() first (the mm-exit path).
  */
 #include <errno.h>
