@@ -98,25 +98,18 @@ uint8_t *gpamm_tlb_fill(struct tlb *t, uint64_t gpa, unsigned shift, uint8_t *hp
 	uint64_t vpn = gpa >> shift, tag = tlb_tag(vpn) | (writable ? TLBT_WRITE : 0);
 
 	if (shift == t->page_shift) {
-		unsigned set = vpn & (TLB_SETS - 1), way = TLB_WAYS;
+		unsigned set = vpn & (TLB_SETS - 1);
 		struct tlb_entry *row = t->set[set];
+		unsigned way = tlb_pick_way(row, vpn, tag);
 
-		/* Replace a stale copy of the same page first, else round robin. */
-		for (unsigned w = 0; w < TLB_WAYS && way == TLB_WAYS; w++)
-			if (same_page(row[w].tag, tag) || !row[w].tag)
-				way = w;
-		if (way == TLB_WAYS) {
-			way = t->victim[set];
-			t->victim[set] = (uint8_t)((way + 1) % TLB_WAYS);
-		}
 		row[way].tag = tag;
 		row[way].hptr = hptr;
 		if (t->checking) {
 			t->extra[set][way].pfn = pfn;
 			t->extra[set][way].hva = hva;
-		}
-		if (!t->checking)
+		} else {
 			tlb_front_set(t, gpa, tag, hptr);
+		}
 	} else {
 		struct mtlb_entry *e = NULL;
 

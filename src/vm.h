@@ -99,13 +99,11 @@ struct tlb {
 	 */
 	uint64_t pmask;
 	uint64_t rbase, wbase;
-	uint8_t *front_hptr;
 	intptr_t front_delta; /* host address of gpa in the front page = gpa + delta */
 	unsigned page_shift; /* base page size of the STLB */
 	bool checking;       /* every access goes the slow way (and is checked) */
 	unsigned mtlb_nr, mtlb_victim;
 	struct tlb_entry set[TLB_SETS][TLB_WAYS] __attribute__((aligned(64)));
-	uint8_t victim[TLB_SETS];
 	struct tlb_extra extra[TLB_SETS][TLB_WAYS]; /* written in checking mode only */
 	struct mtlb_entry mtlb[MTLB_ENTRIES]; /* fully associative, huge pages */
 };
@@ -248,7 +246,6 @@ static inline void tlb_front_set(struct tlb *t, uint64_t gpa, uint64_t tag, uint
 
 	t->rbase = base;
 	t->wbase = (tag & TLBT_WRITE) ? base : 1;
-	t->front_hptr = hptr;
 	t->front_delta = (intptr_t)hptr - (intptr_t)base;
 }
 
@@ -257,32 +254,39 @@ static inline void tlb_front_clear(struct tlb *t)
 	t->rbase = t->wbase = 1;
 }
 
-/* Fill a base-page entry (outside checking mode); returns the host address of @gpa. */
-static ALWAYS_INLINE uint8_t *tlb_fill_base(struct tlb *t, uint64_t gpa, uint8_t *hptr,
-					    bool writable)
+/*
+ * The way a base-page fill takes in its set: a stale copy of the same page,
+ * else a free way, else one picked from the VPN's higher bits (a stateless
+ * pseudo-random choice: no replacement state to store on every miss).
+ */
+static ALWAYS_INLINE unsigned tlb_pick_way(const struct tlb_entry *row, uint64_t vpn,
+					   uint64_t tag)
 {
-	uint64_t vpn = gpa >> t->page_shift;
-	uint64_t tag = tlb_tag(vpn) | (writable ? TLBT_WRITE : 0);
-	unsigned set = vpn & (TLB_SETS - 1), way = TLB_WAYS;
-	struct tlb_entry *row = t->set[set];
+	unsigned way = TLB_WAYS;
 
-	/* a stale copy of the same page first, then a free way, else round robin */
 	for (unsigned w = 0; w < TLB_WAYS; w++)
 		if (!((row[w].tag ^ tag) & ~TLBT_WRITE))
 			way = w;
 	for (unsigned w = 0; w < TLB_WAYS && way == TLB_WAYS; w++)
 		if (!row[w].tag)
 			way = w;
-	if (way == TLB_WAYS) {
-		way = t->victim[set];
-		t->victim[set] = (uint8_t)((way + 1) & (TLB_WAYS - 1));
-	}
+	if (way == TLB_WAYS)
+		way = (unsigned)((vpn >> 9) ^ (vpn >> 11) ^ (vpn >> 13)) & (TLB_WAYS - 1);
+	return way;
+}
+
+/* Fill a base-page entry (outside checking mode); returns the host address of @gpa. */
+static ALWAYS_INLINE uint8_t *tlb_fill_base(struct tlb *t, uint64_t gpa, uint8_t *hptr,
+					    bool writable)
+{
+	uint64_t vpn = gpa >> t->page_shift;
+	uint64_t tag = tlb_tag(vpn) | (writable ? TLBT_WRITE : 0);
+	struct tlb_entry *row = t->set[vpn & (TLB_SETS - 1)];
+	unsigned way = tlb_pick_way(row, vpn, tag);
+
 	row[way].tag = tag;
 	row[way].hptr = hptr;
-	t->rbase = gpa & t->pmask;
-	t->wbase = writable ? t->rbase : 1;
-	t->front_hptr = hptr;
-	t->front_delta = (intptr_t)hptr - (intptr_t)t->rbase;
+	tlb_front_set(t, gpa, tag, hptr);
 	return hptr + (gpa & ~t->pmask);
 }
 
@@ -294,7 +298,7 @@ static ALWAYS_INLINE uint8_t *tlb_lookup(struct tlb *t, uint64_t gpa, bool write
 	uint64_t vpn, want;
 
 	if (likely(page == (write ? t->wbase : t->rbase)))
-		return t->front_hptr + (gpa & ~t->pmask);
+		return (uint8_t *)(uintptr_t)((intptr_t)gpa + t->front_delta);
 	if (unlikely(t->checking))
 		return NULL; /* the front cache is never set in checking mode */
 	vpn = gpa >> t->page_shift;
