@@ -31,6 +31,7 @@ int gpamm_memslots_init(struct gpamm_vm *vm)
 		return -ENOMEM;
 	}
 	atomic_store(&vm->slots, set);
+	vm->slots_locked = set;
 	pthread_mutex_init(&vm->slots_lock, NULL);
 	return 0;
 }
@@ -147,10 +148,19 @@ static struct gpamm_memslots *set_replace(const struct gpamm_memslots *old,
 	return set;
 }
 
+/*
+ * Readers find the set two ways: faults without a lock through the RCU
+ * pointer, code that holds the MMU lock (the fast fault path, the notifier)
+ * through slots_locked, swapped under that lock. The old set is freed when
+ * neither can still hold it.
+ */
 static void publish(struct gpamm_vm *vm, struct gpamm_memslots *set)
 {
 	struct gpamm_memslots *old = atomic_load(&vm->slots);
 
+	pthread_mutex_lock(&vm->mmu_lock);
+	vm->slots_locked = set;
+	pthread_mutex_unlock(&vm->mmu_lock);
 	atomic_store_explicit(&vm->slots, set, memory_order_release);
 	urcu_bp_synchronize_rcu(); /* every fault that could see @old has finished */
 	free(old);

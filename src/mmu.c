@@ -39,41 +39,28 @@ static bool fault_fast(struct gpamm_vcpu *vcpu, uint64_t gpa, bool write)
 	struct gpamm_vm *vm = vcpu->vm;
 	struct gpamm_host *host = vm->host;
 	const unsigned ps = vm->geom.page_shift;
-	gpamm_pte_t e, set = 0, new;
 	struct gpamm_memslot *slot;
-	bool handled = false;
-	unsigned level;
+	gpamm_pte_t old, new;
+	int r;
 
 	mmu_lock(vm);
-	e = gpamm_pgt_lookup(&vm->pgt, gpa, &level);
-	if (!e)
-		goto out;
-	if (!gpamm_pte_young(e))
-		set |= GPAMM_PTE_VALID;
-	if (write && !gpamm_pte_dirty(e)) {
-		if (!gpamm_pte_writeable(e))
-			goto out; /* not writable yet: the slow path decides */
-		set |= GPAMM_PTE_WRITEABLE;
+	r = gpamm_pgt_access_fault(&vm->pgt, gpa, write, &old, &new);
+	if (r > 0) {
+		bool dirtied = !gpamm_pte_dirty(old) && gpamm_pte_dirty(new);
+
+		/* The host page stays while it is mapped and we hold the lock. */
+		host->ops->mark_page(host, gpamm_pte_pfn(new, ps), true, dirtied);
+		if (dirtied) {
+			/* under the MMU lock the set cannot change: no RCU needed */
+			slot = gpamm_memslot_lookup(vm->slots_locked, gpa >> ps, true);
+			if (slot && memslot_logging(slot))
+				gpamm_mark_page_dirty(vcpu, slot, gpa >> ps);
+		}
 	}
-	handled = true;
-	if (!set)
-		goto out; /* spurious: another vCPU fixed it; the TLB flush below suffices */
-	if (gpamm_pgt_update_leaf(&vm->pgt, gpa, set, 0, NULL, &new) < 0) {
-		handled = false;
-		goto out;
-	}
-	/* The host page stays while it is mapped and we hold the lock. */
-	host->ops->mark_page(host, gpamm_pte_pfn(new, ps), true, set & GPAMM_PTE_WRITEABLE);
-	if (set & GPAMM_PTE_WRITEABLE) {
-		urcu_bp_read_lock();
-		slot = gpamm_memslot_lookup(slots_deref(vm), gpa >> ps, true);
-		if (slot && memslot_logging(slot))
-			gpamm_mark_page_dirty(vcpu, slot, gpa >> ps);
-		urcu_bp_read_unlock();
-	}
-out:
 	mmu_unlock(vm);
-	return handled;
+	/* 0: spurious (another vCPU fixed it); the TLB flush after suffices.
+	 * -ENOENT, -EPERM: absent, or a write the slow path must decide on. */
+	return r >= 0;
 }
 
 /* Must a fault that sampled @seq before pinning the page at @hva start over? */
@@ -218,14 +205,14 @@ void gpamm_mmu_wrprotect_gfn_range(struct gpamm_vm *vm, uint64_t gfn, uint64_t n
 /*
  * Apply @op to the GFNs of every slot (INVALID ones too: their translations
  * may still exist) that maps part of the HVA range [start, end).
- * Context: MMU lock and RCU read lock held.
+ * Context: MMU lock held.
  */
 enum hva_op { HVA_UNMAP, HVA_MKOLD, HVA_TEST_YOUNG };
 
 static uint64_t for_each_hva_range(struct gpamm_vm *vm, uint64_t start, uint64_t end,
 				   enum hva_op op)
 {
-	struct gpamm_memslots *set = slots_deref(vm);
+	struct gpamm_memslots *set = vm->slots_locked;
 	const unsigned ps = vm->geom.page_shift;
 	uint64_t n = 0;
 
@@ -259,7 +246,6 @@ static void mn_invalidate_range_start(void *mn, uint64_t start, uint64_t end)
 {
 	struct gpamm_vm *vm = mn;
 
-	urcu_bp_read_lock();
 	mmu_lock(vm);
 	if (vm->mmu_invalidate_in_progress++ == 0) {
 		vm->inv_hva_start = start;
@@ -273,7 +259,6 @@ static void mn_invalidate_range_start(void *mn, uint64_t start, uint64_t end)
 	if (for_each_hva_range(vm, start, end, HVA_UNMAP))
 		gpamm_flush_remote_tlbs(vm);
 	mmu_unlock(vm);
-	urcu_bp_read_unlock();
 }
 
 static void mn_invalidate_range_end(void *mn, uint64_t start, uint64_t end)
@@ -292,13 +277,11 @@ static bool mn_age(struct gpamm_vm *vm, uint64_t start, uint64_t end, enum hva_o
 {
 	uint64_t n;
 
-	urcu_bp_read_lock();
 	mmu_lock(vm);
 	n = for_each_hva_range(vm, start, end, op);
 	if (n && flush)
 		gpamm_flush_remote_tlbs(vm);
 	mmu_unlock(vm);
-	urcu_bp_read_unlock();
 	return n != 0;
 }
 

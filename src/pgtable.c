@@ -400,6 +400,33 @@ int gpamm_pgt_update_leaf(struct gpamm_pgt *pgt, uint64_t gpa, gpamm_pte_t set,
 	return new != old;
 }
 
+int gpamm_pgt_access_fault(struct gpamm_pgt *pgt, uint64_t gpa, bool write,
+			   gpamm_pte_t *oldp, gpamm_pte_t *newp)
+{
+	gpamm_pte_t *ptep, old, new;
+	unsigned level;
+
+	if (gpa >= gpamm_geom_space(&pgt->geom))
+		return -ENOENT;
+	ptep = pgt_find(pgt, gpa, &level);
+	old = pte_read(ptep);
+	do {
+		if (!(old & GPAMM_PTE_PRESENT))
+			return -ENOENT;
+		new = old | GPAMM_PTE_VALID;
+		if (write && !gpamm_pte_dirty(old)) {
+			if (!gpamm_pte_writeable(old))
+				return -EPERM;
+			new |= GPAMM_PTE_WRITEABLE;
+		}
+		if (new == old)
+			break;
+	} while (!pte_cmpxchg(ptep, &old, new));
+	*oldp = old;
+	*newp = new;
+	return new != old;
+}
+
 /* ---- range operations -------------------------------------------------- */
 
 struct flush_data {

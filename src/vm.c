@@ -120,7 +120,9 @@ void gpamm_vm_stats(struct gpamm_vm *vm, struct gpamm_vm_stats *st)
 	st->table_pages = gpamm_pgt_live_tables(&vm->pgt);
 	st->pinned = atomic_load(&vm->st_pinned);
 	st->remote_flushes = atomic_load(&vm->st_remote_flushes);
-	st->slots = atomic_load(&vm->slots)->nr;
+	pthread_mutex_lock(&vm->mmu_lock);
+	st->slots = vm->slots_locked->nr;
+	pthread_mutex_unlock(&vm->mmu_lock);
 	st->vcpus = n;
 	st->threads = atomic_load(&gpamm_live_threads);
 	for (unsigned i = 0; i < n; i++) {

@@ -178,6 +178,7 @@ struct gpamm_vm {
 
 	pthread_mutex_t slots_lock;         /* serialises memslot changes */
 	struct gpamm_memslots *_Atomic slots; /* RCU-published */
+	struct gpamm_memslots *slots_locked;  /* the same set, for readers holding mmu_lock */
 	struct gpamm_memslot **by_id;        /* under slots_lock */
 
 	pthread_mutex_t vcpus_lock;

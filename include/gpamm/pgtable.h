@@ -234,6 +234,19 @@ bool gpamm_pgt_test_young(struct gpamm_pgt *pgt, uint64_t start, uint64_t end);
  */
 int gpamm_pgt_update_leaf(struct gpamm_pgt *pgt, uint64_t gpa, gpamm_pte_t set,
 			  gpamm_pte_t clear, gpamm_pte_t *old, gpamm_pte_t *new);
+/**
+ * gpamm_pgt_access_fault() - the fast fault path's update, in one descent
+ * and one compare-and-exchange: make the present leaf at @gpa young, and
+ * for a @write also dirty, but only if it carries the "may be made
+ * writable" marker (MODIFIED).
+ * @old, @new: the entry before and after (not NULL)
+ * Context: MMU lock.
+ * Return: 1 changed, 0 nothing to do (already so), -ENOENT no present
+ * leaf, -EPERM a write to an entry without the marker (nothing changed).
+ */
+int gpamm_pgt_access_fault(struct gpamm_pgt *pgt, uint64_t gpa, bool write,
+			   gpamm_pte_t *old, gpamm_pte_t *new);
+
 static inline int gpamm_pgt_mkyoung(struct gpamm_pgt *pgt, uint64_t gpa, gpamm_pte_t *new)
 {
 	return gpamm_pgt_update_leaf(pgt, gpa, GPAMM_PTE_VALID, 0, NULL, new);
