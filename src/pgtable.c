@@ -603,12 +603,24 @@ uint64_t gpamm_pgt_mkclean_mask(struct gpamm_pgt *pgt, uint64_t gfn_base, uint64
 		if (level == 0) {
 			uint64_t m = mask >> (first - gfn_base), n = 0;
 
-			for (gpamm_pte_t *end = p + (last - first); p < end; p++, m >>= 1) {
-				gpamm_pte_t old = pte_read(p);
+			if (!~m) {
+				/* a full word, the common case of an all-dirty CLEAR */
+				for (gpamm_pte_t *end = p + 64; p < end; p++) {
+					gpamm_pte_t old = pte_read(p);
 
-				if ((m & 1) && (old & GPAMM_PTE_PRESENT) &&
-				    (old & GPAMM_PTE_WRITEABLE)) {
-					pte_write(p, old & ~GPAMM_PTE_WRITEABLE);
+					if ((old & GPAMM_PTE_PRESENT) && (old & GPAMM_PTE_WRITEABLE)) {
+						pte_write(p, old & ~GPAMM_PTE_WRITEABLE);
+						n++;
+					}
+				}
+				return n;
+			}
+			/* otherwise visit only the pages whose bits are set */
+			for (; m; m &= m - 1) {
+				gpamm_pte_t *q = p + __builtin_ctzll(m), old = pte_read(q);
+
+				if ((old & GPAMM_PTE_PRESENT) && (old & GPAMM_PTE_WRITEABLE)) {
+					pte_write(q, old & ~GPAMM_PTE_WRITEABLE);
 					n++;
 				}
 			}
