@@ -54,10 +54,50 @@ static inline uint64_t wrprotect_mask(struct gpamm_vm *vm, const struct gpamm_me
 	return gpamm_pgt_mkclean_mask(&vm->pgt, gfn, mask);
 }
 
+/*
+ * Write-protects word by word, but runs of full words (an all-dirty region,
+ * the common case of a migration's first rounds) become one range mkclean:
+ * one walk for many leaf tables instead of a descent per 64 pages.
+ */
+struct wp_batch {
+	struct gpamm_vm *vm;
+	const struct gpamm_memslot *s;
+	uint64_t run_first, run_words; /* pending run of full words */
+	uint64_t changed;
+};
+
+static void wp_flush_run(struct wp_batch *b)
+{
+	const unsigned ps = b->vm->geom.page_shift;
+	uint64_t gfn = b->s->base_gfn + b->run_first * 64;
+
+	if (b->run_words && memslot_logging(b->s))
+		b->changed += gpamm_pgt_mkclean_range(&b->vm->pgt, gfn << ps,
+						      (gfn + b->run_words * 64) << ps);
+	b->run_words = 0;
+}
+
+static void wp_word(struct wp_batch *b, uint64_t w, uint64_t mask)
+{
+	if (!~mask) {
+		if (b->run_words && b->run_first + b->run_words == w) {
+			b->run_words++;
+			return;
+		}
+		wp_flush_run(b);
+		b->run_first = w;
+		b->run_words = 1;
+		return;
+	}
+	wp_flush_run(b);
+	if (mask)
+		b->changed += wrprotect_mask(b->vm, b->s, b->s->base_gfn + w * 64, mask);
+}
+
 int gpamm_vm_get_dirty_log(struct gpamm_vm *vm, uint32_t id, uint64_t *bitmap)
 {
 	struct gpamm_memslot *s;
-	uint64_t words, changed = 0;
+	uint64_t words;
 	int ret;
 
 	if (!vm || !bitmap)
@@ -76,6 +116,8 @@ int gpamm_vm_get_dirty_log(struct gpamm_vm *vm, uint32_t id, uint64_t *bitmap)
 	 * Classic: take each word (a fault may set bits meanwhile; those stay
 	 * for the next GET), report it and write-protect what it reported.
 	 */
+	struct wp_batch b = { .vm = vm, .s = s };
+
 	pthread_mutex_lock(&vm->mmu_lock);
 	for (uint64_t i = 0; i < words; i++) {
 		uint64_t mask = 0;
@@ -83,10 +125,10 @@ int gpamm_vm_get_dirty_log(struct gpamm_vm *vm, uint32_t id, uint64_t *bitmap)
 		if (__atomic_load_n(&s->dirty_bitmap[i], __ATOMIC_RELAXED))
 			mask = __atomic_exchange_n(&s->dirty_bitmap[i], 0, __ATOMIC_ACQ_REL);
 		bitmap[i] = mask;
-		if (mask)
-			changed += wrprotect_mask(vm, s, s->base_gfn + i * 64, mask);
+		wp_word(&b, i, mask);
 	}
-	if (changed)
+	wp_flush_run(&b);
+	if (b.changed)
 		gpamm_flush_remote_tlbs(vm);
 	pthread_mutex_unlock(&vm->mmu_lock);
 out:
@@ -98,7 +140,6 @@ int gpamm_vm_clear_dirty_log(struct gpamm_vm *vm, uint32_t id, uint64_t first_pa
 			     uint64_t num_pages, const uint64_t *bitmap)
 {
 	struct gpamm_memslot *s;
-	uint64_t changed = 0;
 	int ret;
 
 	if (!vm || !bitmap)
@@ -112,6 +153,8 @@ int gpamm_vm_clear_dirty_log(struct gpamm_vm *vm, uint32_t id, uint64_t first_pa
 		ret = -EINVAL;
 		goto out;
 	}
+	struct wp_batch b = { .vm = vm, .s = s };
+
 	pthread_mutex_lock(&vm->mmu_lock);
 	for (uint64_t i = 0; i < (num_pages + 63) / 64; i++) {
 		uint64_t want = bitmap[i], w = first_page / 64 + i, mask;
@@ -121,10 +164,10 @@ int gpamm_vm_clear_dirty_log(struct gpamm_vm *vm, uint32_t id, uint64_t first_pa
 		/* Only bits that really were set are cleared and protected;
 		 * bits past the end of the slot are never set. */
 		mask = want & __atomic_fetch_and(&s->dirty_bitmap[w], ~want, __ATOMIC_ACQ_REL);
-		if (mask)
-			changed += wrprotect_mask(vm, s, s->base_gfn + w * 64, mask);
+		wp_word(&b, w, mask);
 	}
-	if (changed)
+	wp_flush_run(&b);
+	if (b.changed)
 		gpamm_flush_remote_tlbs(vm);
 	pthread_mutex_unlock(&vm->mmu_lock);
 out:
