@@ -38,6 +38,7 @@ extern const struct cli_cmd cli_cmd_info;
 extern const struct cli_cmd cli_cmd_decode;
 extern const struct cli_cmd cli_cmd_demo;
 extern const struct cli_cmd cli_cmd_migrate;
+extern const struct cli_cmd cli_cmd_bench;
 extern const struct cli_cmd cli_cmd_replay;
 
 /**

@@ -17,6 +17,7 @@ static const struct cli_cmd *const cmds[] = {
 	&cli_cmd_decode,
 	&cli_cmd_demo,
 	&cli_cmd_migrate,
+	&cli_cmd_bench,
 	&cli_cmd_replay,
 };
 #define NR_CMDS (sizeof(cmds) / sizeof(cmds[0]))

@@ -1,0 +1,210 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The machinery behind "gpamm bench": a run configuration, the result of
+ * one run of one suite on one backend (gpamm, or the host's KVM as a
+ * peer), the suite table entry, and the helpers every suite shares:
+ * guest-RAM buffers that are pre-touched by the host, a gang of vCPU
+ * threads stepped one pass at a time (as the selftests' memstress steps
+ * its vCPUs), and the selftest-style phase lines.
+ *
+ * A suite describes its phases once (struct bench_phase_def); a backend
+ * records each measurement with bench_phase_record(), which stores it and
+ * prints the selftest line for it. Everything after that -- averages,
+ * side-by-side tables, sweeps, flatness, JSON -- is generic in
+ * cmd_bench.c, so a new suite is a phase table and a run function per
+ * backend.
+ */
+#ifndef GPAMM_TOOLS_BENCH_H
+#define GPAMM_TOOLS_BENCH_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define BENCH_MAX_PHASES   8
+#define BENCH_MAX_COUNTERS 4
+#define BENCH_MAX_ITERS    1000
+
+/* What one run does. Sizes are bytes. */
+struct bench_cfg {
+	unsigned vcpus;
+	uint64_t bytes_per_vcpu;
+	unsigned iterations;
+	unsigned page_shift, levels; /* gpamm's layout; the KVM peer always uses 4K */
+	unsigned slots;              /* memory split evenly into this many memslots */
+	bool manual_protect;         /* KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 (GET + CLEAR) */
+	bool thp;                    /* back guest RAM with transparent huge pages */
+	FILE *out;                   /* selftest-style lines go here; NULL: quiet (--json) */
+};
+
+static inline uint64_t bench_total_bytes(const struct bench_cfg *c)
+{
+	return c->bytes_per_vcpu * c->vcpus;
+}
+
+/* How a phase's time is turned into a per-page figure. */
+enum bench_norm {
+	BENCH_NORM_PAGE,      /* wall time / all pages (log calls: one thread does the work) */
+	BENCH_NORM_VCPU_PAGE, /* wall time / pages per vCPU (each vCPU's cost per access) */
+};
+
+struct bench_phase_def {
+	const char *key;       /* JSON and table key: "dirty" */
+	const char *label;     /* selftest line: "dirty memory time" / "Populate memory time" */
+	const char *avg_label; /* per-iteration phases: "Dirty memory" (the "over N iterations" line) */
+	const char *table;     /* side-by-side row: "dirty memory (avg)" */
+	bool per_iter;         /* one sample per iteration, printed "Iteration N <label>" */
+	enum bench_norm norm;
+};
+
+struct bench_counter_def {
+	const char *key;   /* JSON: "pages_dirty" */
+	const char *label; /* text: "pages reported dirty" */
+};
+
+enum bench_status { BENCH_RAN, BENCH_SKIPPED, BENCH_FAILED };
+
+struct bench_suite;
+
+/* One run of one suite on one backend. */
+struct bench_run {
+	const struct bench_suite *suite;
+	const char *backend;       /* "gpamm", "kvm" */
+	enum bench_status status;
+	char reason[400];          /* SKIPPED / FAILED: why */
+	struct bench_cfg cfg;
+	uint64_t page_size, pages, pages_per_vcpu;
+	uint64_t gpa_base;
+	double touch_s;            /* host pre-touch of guest RAM (not part of any phase) */
+	char host_desc[200];       /* what backs guest RAM, for the header line */
+	bool has[BENCH_MAX_PHASES];
+	unsigned nsamples[BENCH_MAX_PHASES];
+	double *ns[BENCH_MAX_PHASES];          /* 1 sample, or one per iteration */
+	bool has_count[BENCH_MAX_COUNTERS];
+	uint64_t *count[BENCH_MAX_COUNTERS];   /* one per iteration */
+};
+
+/* A comparison target between gpamm and a peer: per-page ratio <= max_ratio. */
+struct bench_target {
+	const char *phase_key;
+	const char *what;
+	double max_ratio;
+};
+
+/**
+ * struct bench_suite - one entry of the suite table.
+ * @run_gpamm: required. @run_kvm: NULL when the suite has no KVM peer.
+ * Both fill @r (already set up by bench_run_init) and return 0, or -1
+ * with r->status FAILED or SKIPPED and r->reason set.
+ * @check: optional consistency check of a finished run (counts add up);
+ * returns false with a message in @why.
+ */
+struct bench_suite {
+	const char *name;
+	const char *summary;
+	const struct bench_phase_def *phases;
+	unsigned nphases;
+	const struct bench_counter_def *counters;
+	unsigned ncounters;
+	int (*run_gpamm)(const struct bench_cfg *cfg, struct bench_run *r);
+	int (*run_kvm)(const struct bench_cfg *cfg, struct bench_run *r);
+	const struct bench_target *targets;
+	unsigned ntargets;
+	const char *targets_for;   /* the configuration the targets are set for */
+	bool (*targets_apply)(const struct bench_cfg *cfg);
+	bool (*check)(const struct bench_run *r, char *why, size_t len);
+};
+
+extern const struct bench_suite bench_suite_dirty_log_perf;
+
+/* ---- runs ---------------------------------------------------------------------- */
+
+/* Set up @r for @suite on @backend; allocates the sample arrays. Return: 0, -1 (ENOMEM). */
+int bench_run_init(struct bench_run *r, const struct bench_suite *suite, const char *backend,
+		   const struct bench_cfg *cfg, uint64_t page_size);
+void bench_run_free(struct bench_run *r);
+/* Mark the run skipped/failed with a formatted reason; returns -1. */
+__attribute__((format(printf, 3, 4)))
+int bench_run_fail(struct bench_run *r, enum bench_status st, const char *fmt, ...);
+
+/* Index of phase @key in the suite, or -1. */
+int bench_phase_index(const struct bench_suite *s, const char *key);
+/**
+ * bench_phase_record() - store @ns for phase @key (iteration @iter, 1-based,
+ * for per-iteration phases; 0 otherwise) and print its selftest line to
+ * cfg.out, with the per-page figure.
+ */
+void bench_phase_record(struct bench_run *r, const char *key, unsigned iter, double ns);
+void bench_count_record(struct bench_run *r, const char *key, unsigned iter, uint64_t v);
+/* Mean over the samples of phase @idx (NAN when absent). */
+double bench_phase_mean_ns(const struct bench_run *r, int idx);
+/* Mean per page, by the phase's normalisation (NAN when absent). */
+double bench_phase_per_page(const struct bench_run *r, int idx);
+/* Print the "... over N iterations took ..." lines. */
+void bench_print_averages(const struct bench_run *r);
+
+/* ---- guest RAM ------------------------------------------------------------------- */
+
+struct bench_mem {
+	uint8_t *p;        /* aligned start */
+	void *raw;
+	size_t len, rawlen;
+	double touch_s;
+};
+
+/**
+ * bench_mem_alloc() - @len bytes of anonymous memory aligned to @align,
+ * MAP_NORESERVE, THP on or off as asked, then populated for writing
+ * (MADV_POPULATE_WRITE, or one write per 4 KiB on older kernels; several
+ * threads) so that no measured phase takes a host page fault.
+ * Refuses sizes that do not fit in MemAvailable (rather than be OOM-killed).
+ * Return: 0, or -1 with a message in @err.
+ */
+int bench_mem_alloc(struct bench_mem *m, uint64_t len, uint64_t align, bool thp,
+		    char *err, size_t errlen);
+void bench_mem_free(struct bench_mem *m);
+/* MemAvailable in bytes, 0 when unknown. */
+uint64_t bench_mem_available(void);
+
+/* ---- vCPU threads ------------------------------------------------------------------ */
+
+/*
+ * A gang of n threads, one per vCPU. bench_gang_step() starts generation
+ * g+1 on every thread (each calls fn(ctx, idx, g+1) once) and returns when
+ * all have finished: the wall time of one pass of all vCPUs, measured as
+ * the selftest does (from the go signal to the last vCPU done).
+ */
+typedef int (*bench_gang_fn)(void *ctx, unsigned idx, uint64_t gen);
+
+struct bench_gang {
+	pthread_mutex_t lock;
+	pthread_cond_t go, done_cv;
+	unsigned n, done, started;
+	uint64_t gen;
+	bool stop;
+	int err;
+	bench_gang_fn fn;
+	void *ctx;
+	pthread_t *th;
+	struct bench_gang_member *mem;
+};
+
+int bench_gang_start(struct bench_gang *g, unsigned n, bench_gang_fn fn, void *ctx);
+/* Return: elapsed ns (> 0), or -1 if any member's fn returned nonzero. */
+double bench_gang_step(struct bench_gang *g);
+void bench_gang_stop(struct bench_gang *g);
+
+/* ---- small things --------------------------------------------------------------------- */
+
+double bench_now_ns(void);
+/* "1G", "256M", "16K", "4096": K/M/G/T suffixes (binary), optional "iB"/"B". */
+bool bench_parse_size(const char *s, uint64_t *out);
+/* "1 GiB", "256 MiB", "1.5 GiB" for any size. */
+const char *bench_size_str(uint64_t bytes, char *buf, size_t len);
+/* A per-page figure with precision that suits its size: "3904", "12.2", "0.043". */
+const char *bench_fmt_ns(double ns, char *buf, size_t len);
+unsigned bench_online_cpus(void);
+
+#endif

@@ -1,0 +1,895 @@
+// SPDX-License-Identifier: MIT
+/*
+ * "gpamm bench SUITE": the Linux KVM selftests' performance tests
+ * (REFERENCE.md §8) run on gpamm, optionally next to the host's own KVM
+ * running the same phases (--peer kvm), optionally swept over memory size
+ * or vCPU count (--sweep) to see whether the per-page cost stays flat.
+ *
+ * Suites live in a table (suites[] below); each names its phases and has
+ * one run function per backend (bench.h). This file owns what is common:
+ * options, validation, the sweep, the selftest-style text, the side-by-side
+ * table with the gpamm/KVM ratios and targets, the flatness verdicts, and
+ * the JSON report.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpamm/gpamm.h"
+#include "bench.h"
+#include "bench_json.h"
+#include "cli.h"
+#include "kvm_peer.h"
+
+/* ---- the suite table ------------------------------------------------------------- */
+
+static const struct bench_suite *const suites[] = {
+	&bench_suite_dirty_log_perf,
+	/* later: demand_paging, access_tracking_perf, memslot_perf, ... */
+};
+#define NR_SUITES (sizeof(suites) / sizeof(suites[0]))
+
+static const struct bench_suite *find_suite(const char *name)
+{
+	for (size_t i = 0; i < NR_SUITES; i++)
+		if (!strcmp(suites[i]->name, name))
+			return suites[i];
+	return NULL;
+}
+
+/* ---- options ---------------------------------------------------------------------- */
+
+enum {
+	OPT_HELP = 1, OPT_VCPUS, OPT_BYTES, OPT_ITERS, OPT_PAGE_SHIFT, OPT_LEVELS, OPT_SLOTS,
+	OPT_BACKING, OPT_NO_MANUAL, OPT_JSON, OPT_SWEEP, OPT_PEER, OPT_LIST,
+};
+
+static const struct cli_opt bench_opts[] = {
+	{ "help", false, OPT_HELP, 'h' },
+	{ "vcpus", true, OPT_VCPUS, 'v' },
+	{ "bytes-per-vcpu", true, OPT_BYTES, 'b' },
+	{ "iterations", true, OPT_ITERS, 'i' },
+	{ "page-shift", true, OPT_PAGE_SHIFT, 0 },
+	{ "levels", true, OPT_LEVELS, 0 },
+	{ "slots", true, OPT_SLOTS, 'm' },
+	{ "backing", true, OPT_BACKING, 0 },
+	{ "no-manual-protect", false, OPT_NO_MANUAL, 0 },
+	{ "json", false, OPT_JSON, 0 },
+	{ "sweep", true, OPT_SWEEP, 0 },
+	{ "peer", true, OPT_PEER, 0 },
+	{ "list", false, OPT_LIST, 0 },
+	{ NULL, false, 0, 0 },
+};
+
+#define FLAT_LIMIT 1.5
+#define MAX_SWEEP  16
+
+static void bench_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: gpamm bench SUITE [options]\n"
+		"\n"
+		"Run a Linux KVM selftest-style performance suite on gpamm; optionally the\n"
+		"same phases on the host's KVM (--peer kvm), side by side, and sweeps.\n"
+		"\n"
+		"suites:\n");
+	for (size_t i = 0; i < NR_SUITES; i++)
+		fprintf(f, "  %-16s %s\n", suites[i]->name, suites[i]->summary);
+	fprintf(f,
+		"\n"
+		"options:\n"
+		"  -v, --vcpus N            vCPUs, one thread each on its own slice (default 1)\n"
+		"  -b, --bytes-per-vcpu SZ  memory per vCPU, K/M/G suffixes (default 1G)\n"
+		"  -i, --iterations N       dirty/GET/CLEAR iterations (default 2)\n"
+		"      --page-shift N       gpamm page size: 12 (4K, default), 14 (16K), 16 (64K)\n"
+		"      --levels N           gpamm table levels (default 3)\n"
+		"  -m, --slots N            split memory into N equal memslots (default 1)\n"
+		"      --backing TYPE       guest RAM: anon (4K host pages, default) or thp\n"
+		"      --no-manual-protect  classic GET that clears and re-protects (no CLEAR)\n"
+		"      --peer kvm           also run the phases on the host's KVM (/dev/kvm):\n"
+		"                           4K pages, a 32-bit guest, memory below 4 GiB;\n"
+		"                           skipped with the reason when KVM is unusable\n"
+		"      --sweep P=V1,V2,...  run once per value and tabulate the per-page cost:\n"
+		"                           mem=256M,1G,4G,16G (total memory; split over vCPUs)\n"
+		"                           vcpus=1,2,4 (total memory stays -v x -b)\n"
+		"      --json               one JSON report on stdout instead of text\n"
+		"      --list               list the suites\n"
+		"\n"
+		"Guest RAM is anonymous memory (MAP_NORESERVE) that the host touches before\n"
+		"the VM starts, so no phase includes a host page fault. Per-page figures:\n"
+		"populate and dirty memory are wall time / pages per vCPU (what each vCPU\n"
+		"pays per page); the log calls are wall time / all pages.\n"
+		"\n"
+		"Exit status: 0 when the runs completed (a skipped peer included), 1 when a\n"
+		"gpamm run failed or its counts do not add up, 2 on bad usage.\n");
+}
+
+enum sweep_param { SWEEP_NONE, SWEEP_MEM, SWEEP_VCPUS };
+
+struct bench_opts_s {
+	const struct bench_suite *suite;
+	struct bench_cfg cfg;
+	bool json, peer_kvm;
+	enum sweep_param sweep;
+	unsigned nsweep;
+	uint64_t sweep_val[MAX_SWEEP];
+	char sweep_txt[MAX_SWEEP][24];
+};
+
+/* One run configuration of the command: the only one, or one sweep value. */
+struct point {
+	struct bench_cfg cfg;
+	char label[32];          /* sweep value as typed, "" without a sweep */
+	struct bench_run gp, kvm;
+	bool gp_init, kvm_init;
+};
+
+static int parse_u(const char *opt, const char *val, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+	if (!cli_parse_u64(val, out) || *out < lo || *out > hi)
+		return cli_usage_error("bench", "%s must be a number from %llu to %llu, not '%s'",
+				       opt, (unsigned long long)lo, (unsigned long long)hi, val);
+	return 0;
+}
+
+static int parse_sweep(struct bench_opts_s *o, const char *val)
+{
+	const char *eq = strchr(val, '='), *p;
+	char name[16];
+
+	if (!eq || eq == val || (size_t)(eq - val) >= sizeof(name))
+		return cli_usage_error("bench", "--sweep wants PARAM=V1,V2,... (mem= or vcpus=), "
+				       "not '%s'", val);
+	memcpy(name, val, (size_t)(eq - val));
+	name[eq - val] = '\0';
+	if (!strcmp(name, "mem"))
+		o->sweep = SWEEP_MEM;
+	else if (!strcmp(name, "vcpus"))
+		o->sweep = SWEEP_VCPUS;
+	else
+		return cli_usage_error("bench", "--sweep: unknown parameter '%s' (mem or vcpus)",
+				       name);
+	o->nsweep = 0;
+	for (p = eq + 1;;) {
+		const char *comma = strchr(p, ',');
+		size_t n = comma ? (size_t)(comma - p) : strlen(p);
+		char item[24];
+		uint64_t v;
+
+		if (!n || n >= sizeof(item))
+			return cli_usage_error("bench", "--sweep: empty or overlong value in '%s'", val);
+		if (o->nsweep == MAX_SWEEP)
+			return cli_usage_error("bench", "--sweep: at most %d values", MAX_SWEEP);
+		memcpy(item, p, n);
+		item[n] = '\0';
+		if (o->sweep == SWEEP_MEM ? !bench_parse_size(item, &v) || !v
+					  : !cli_parse_u64(item, &v) || !v || v > GPAMM_MAX_VCPUS)
+			return cli_usage_error("bench", "--sweep %s: bad value '%s'", name, item);
+		o->sweep_val[o->nsweep] = v;
+		snprintf(o->sweep_txt[o->nsweep], sizeof(o->sweep_txt[0]), "%s", item);
+		o->nsweep++;
+		if (!comma)
+			break;
+		p = comma + 1;
+	}
+	return 0;
+}
+
+/* Is @c runnable? A usage error (exit 2) when not. @what names the sweep value. */
+static int validate_cfg(const struct bench_cfg *c, const char *what)
+{
+	const uint64_t psz = 1ULL << c->page_shift, total = bench_total_bytes(c);
+	struct gpamm_geom g;
+	char a[32], b[32];
+
+	if (gpamm_geom_init(&g, c->page_shift, c->levels))
+		return cli_usage_error("bench", "no LoongArch layout has %u-byte pages and %u "
+				       "levels (4K: 3 or 4 levels; 16K, 64K: 2 or 3)",
+				       1u << c->page_shift, c->levels);
+	if (!c->bytes_per_vcpu || c->bytes_per_vcpu % psz)
+		return cli_usage_error("bench", "%s%sbytes per vCPU (%llu) must be a positive "
+				       "multiple of the %s page",
+				       what, *what ? ": " : "", (unsigned long long)c->bytes_per_vcpu,
+				       bench_size_str(psz, a, sizeof(a)));
+	if (total / c->vcpus != c->bytes_per_vcpu)
+		return cli_usage_error("bench", "memory size overflows");
+	if ((total / psz) % c->slots)
+		return cli_usage_error("bench", "%s%s%llu pages do not split into %u equal slots",
+				       what, *what ? ": " : "", (unsigned long long)(total / psz),
+				       c->slots);
+	if (total > gpamm_geom_space(&g))
+		return cli_usage_error("bench", "%s%s%s does not fit in the %s GPA space of %s",
+				       what, *what ? ": " : "", bench_size_str(total, a, sizeof(a)),
+				       cli_layout_name(c->page_shift, c->levels, b, sizeof(b)),
+				       bench_size_str(gpamm_geom_space(&g), a, sizeof(a)));
+	return 0;
+}
+
+/* ---- text output ------------------------------------------------------------------- */
+
+static void print_counters(const struct bench_run *r)
+{
+	FILE *f = r->cfg.out;
+
+	if (!f)
+		return;
+	for (unsigned c = 0; c < r->suite->ncounters; c++) {
+		uint64_t sum = 0;
+		bool all = true;
+
+		if (!r->has_count[c])
+			continue;
+		fprintf(f, "%c%s per iteration:", toupper((unsigned char)r->suite->counters[c].label[0]),
+			r->suite->counters[c].label + 1);
+		for (unsigned k = 0; k < r->cfg.iterations; k++) {
+			fprintf(f, " %llu", (unsigned long long)r->count[c][k]);
+			sum += r->count[c][k];
+			all &= r->count[c][k] == r->pages;
+		}
+		fprintf(f, " (%s%.2f per page of %llu)\n", all ? "every page once: " : "",
+			(double)sum / r->cfg.iterations / (double)r->pages,
+			(unsigned long long)r->pages);
+	}
+}
+
+static double ratio_of(const struct point *pt, int idx)
+{
+	double g = bench_phase_per_page(&pt->gp, idx), k = bench_phase_per_page(&pt->kvm, idx);
+
+	return (isnan(g) || isnan(k) || k <= 0) ? NAN : g / k;
+}
+
+static const char *verdict(double ratio, double max)
+{
+	return isnan(ratio) ? "n/a" : ratio <= max ? "PASS" : "MISS";
+}
+
+/* A wall time with a unit that suits it: "1.030 s", "565.3 us", "4.518 us". */
+static const char *fmt_time(double ns, char *buf, size_t len)
+{
+	if (isnan(ns))
+		snprintf(buf, len, "-");
+	else if (ns >= 1e9)
+		snprintf(buf, len, "%.3f s", ns / 1e9);
+	else if (ns >= 1e6)
+		snprintf(buf, len, "%.3f ms", ns / 1e6);
+	else
+		snprintf(buf, len, "%.3f us", ns / 1e3);
+	return buf;
+}
+
+static void print_side_by_side(const struct point *pt, FILE *f)
+{
+	const struct bench_suite *s = pt->gp.suite;
+	const struct bench_cfg *c = &pt->cfg;
+	char tot[32], fl[96], note[512], lay[32];
+
+	fprintf(f, "Side by side, same run: %s, %u vCPU%s, %u slot%s, %u iteration%s, manual "
+		"protect %s; gpamm %s, KVM %s with 4K pages\n",
+		bench_size_str(bench_total_bytes(c), tot, sizeof(tot)), c->vcpus,
+		c->vcpus == 1 ? "" : "s", c->slots, c->slots == 1 ? "" : "s", c->iterations,
+		c->iterations == 1 ? "" : "s", c->manual_protect ? "on" : "off",
+		cli_layout_name(c->page_shift, c->levels, lay, sizeof(lay)),
+		kvm_peer_flavour(fl, sizeof(fl)));
+	fprintf(f, "  %-24s %14s %10s   %14s %10s   %9s\n", "phase", "gpamm time", "ns/page",
+		"KVM time", "ns/page", "gpamm/KVM");
+	for (unsigned i = 0; i < s->nphases; i++) {
+		double gt = bench_phase_mean_ns(&pt->gp, (int)i), kt = bench_phase_mean_ns(&pt->kvm, (int)i);
+		char gp[32], kp[32], rt[32], gts[32], kts[32];
+		double r = ratio_of(pt, (int)i);
+
+		if (isnan(gt) && isnan(kt))
+			continue;
+		bench_fmt_ns(bench_phase_per_page(&pt->gp, (int)i), gp, sizeof(gp));
+		bench_fmt_ns(bench_phase_per_page(&pt->kvm, (int)i), kp, sizeof(kp));
+		if (isnan(r))
+			snprintf(rt, sizeof(rt), "-");
+		else
+			snprintf(rt, sizeof(rt), "%.3f", r);
+		fprintf(f, "  %-24s %14s %10s   %14s %10s   %9s\n", s->phases[i].table,
+			fmt_time(gt, gts, sizeof(gts)), gp, fmt_time(kt, kts, sizeof(kts)), kp, rt);
+	}
+	fprintf(f, "  ns/page: populate and dirty memory per page per vCPU (wall time / pages "
+		"per vCPU); the log calls per page of all memory. Ratios are of ns/page.\n");
+	fprintf(f, "  Note: %s\n", kvm_peer_exit_note(note, sizeof(note)));
+	if (pt->cfg.page_shift != 12)
+		fprintf(f, "  Note: gpamm uses %u-byte pages here and KVM 4K pages, so the "
+			"ratios compare per-page costs of different page sizes.\n",
+			1u << pt->cfg.page_shift);
+}
+
+static void print_targets(const struct point *pt, FILE *f)
+{
+	const struct bench_suite *s = pt->gp.suite;
+
+	if (!s->ntargets)
+		return;
+	fprintf(f, "Targets (set for %s)%s:\n", s->targets_for,
+		s->targets_apply && !s->targets_apply(&pt->cfg)
+			? "; this run differs, so the verdicts are indicative" : "");
+	for (unsigned t = 0; t < s->ntargets; t++) {
+		const struct bench_target *tg = &s->targets[t];
+		double r = ratio_of(pt, bench_phase_index(s, tg->phase_key));
+		char rt[32];
+
+		if (isnan(r))
+			snprintf(rt, sizeof(rt), "-");
+		else
+			snprintf(rt, sizeof(rt), "%.3f", r);
+		fprintf(f, "  %-36s gpamm/KVM %8s <= %.2f   %s\n", tg->what, rt, tg->max_ratio,
+			verdict(r, tg->max_ratio));
+	}
+}
+
+/* ---- sweep and flatness -------------------------------------------------------------- */
+
+struct flatness {
+	double v[MAX_SWEEP];
+	unsigned nvalid, imin, imax;
+	double spread, first_to_last;
+	bool flat;
+};
+
+static void flatness_of(const struct point *pts, unsigned n, bool kvm, int idx,
+			struct flatness *fl)
+{
+	int first = -1, last = -1;
+
+	memset(fl, 0, sizeof(*fl));
+	for (unsigned i = 0; i < n; i++) {
+		const struct bench_run *r = kvm ? &pts[i].kvm : &pts[i].gp;
+		double v = (kvm ? pts[i].kvm_init : pts[i].gp_init) && r->status == BENCH_RAN
+				   ? bench_phase_per_page(r, idx) : NAN;
+
+		fl->v[i] = v;
+		if (isnan(v) || v <= 0)
+			continue;
+		if (!fl->nvalid || v < fl->v[fl->imin])
+			fl->imin = i;
+		if (!fl->nvalid || v > fl->v[fl->imax])
+			fl->imax = i;
+		if (first < 0)
+			first = (int)i;
+		last = (int)i;
+		fl->nvalid++;
+	}
+	fl->spread = fl->nvalid ? fl->v[fl->imax] / fl->v[fl->imin] : NAN;
+	fl->first_to_last = fl->nvalid ? fl->v[last] / fl->v[first] : NAN;
+	fl->flat = fl->nvalid >= 2 && fl->spread <= FLAT_LIMIT;
+}
+
+static void print_sweep_table(const struct bench_opts_s *o, const struct point *pts, bool kvm,
+			      FILE *f)
+{
+	const struct bench_suite *s = o->suite;
+	const char *pname = o->sweep == SWEEP_MEM ? "mem" : "vcpus";
+	unsigned nflat = 0, nvalid2 = 0;
+	unsigned cpus = bench_online_cpus();
+
+	fprintf(f, "\nSweep %s, %s: per-page cost in ns (populate and dirty per page per "
+		"vCPU; log calls per page)\n", pname, kvm ? "KVM" : "gpamm");
+	fprintf(f, "  %-24s", "phase");
+	for (unsigned i = 0; i < o->nsweep; i++)
+		fprintf(f, " %9s", pts[i].label);
+	fprintf(f, "   %-7s  %s\n", "max/min", "flat (max/min <= 1.5)?");
+	for (unsigned p = 0; p < s->nphases; p++) {
+		struct flatness fl;
+		char buf[32];
+
+		flatness_of(pts, o->nsweep, kvm, (int)p, &fl);
+		if (!fl.nvalid)
+			continue;
+		fprintf(f, "  %-24s", s->phases[p].table);
+		for (unsigned i = 0; i < o->nsweep; i++)
+			fprintf(f, " %9s", bench_fmt_ns(fl.v[i], buf, sizeof(buf)));
+		fprintf(f, "   %6.2fx  ", fl.spread);
+		if (fl.nvalid < 2) {
+			fprintf(f, "n/a (one value)\n");
+			continue;
+		}
+		nvalid2++;
+		if (fl.flat) {
+			nflat++;
+			fprintf(f, "flat\n");
+			continue;
+		}
+		fprintf(f, "NOT flat: lowest at %s; above 1.5x of it at", pts[fl.imin].label);
+		for (unsigned i = 0; i < o->nsweep; i++)
+			if (!isnan(fl.v[i]) && fl.v[i] > FLAT_LIMIT * fl.v[fl.imin])
+				fprintf(f, " %s (%.2fx)", pts[i].label, fl.v[i] / fl.v[fl.imin]);
+		if (fl.first_to_last < 1 / FLAT_LIMIT)
+			fprintf(f, "; cheaper per page as the sweep grows%s",
+				o->sweep == SWEEP_MEM ? " (a fixed cost spread over more pages)" : "");
+		else if (fl.first_to_last > FLAT_LIMIT)
+			fprintf(f, "; dearer per page as the sweep grows (%.2fx first to last)",
+				fl.first_to_last);
+		fprintf(f, "\n");
+	}
+	if (!nvalid2)
+		fprintf(f, "  %s: fewer than two sweep values ran; no flatness verdict.\n",
+			kvm ? "KVM" : "gpamm");
+	else
+		fprintf(f, "  %s: per-page cost stayed flat (max/min <= %.1fx) in %u of %u phases "
+			"across %s=%s..%s.\n", kvm ? "KVM" : "gpamm", FLAT_LIMIT, nflat, nvalid2,
+			pname, pts[0].label, pts[o->nsweep - 1].label);
+	if (o->sweep == SWEEP_VCPUS)
+		for (unsigned i = 0; i < o->nsweep; i++)
+			if (pts[i].cfg.vcpus > cpus) {
+				fprintf(f, "  (%s vCPUs > %u online CPUs: vCPU threads share CPUs, so "
+					"per-vCPU costs grow with the oversubscription.)\n",
+					pts[i].label, cpus);
+				break;
+			}
+}
+
+/* ---- JSON ---------------------------------------------------------------------------- */
+
+static const char *status_name(enum bench_status s)
+{
+	return s == BENCH_RAN ? "ran" : s == BENCH_SKIPPED ? "skipped" : "failed";
+}
+
+static void json_cfg(struct jw *w, const char *key, const struct bench_cfg *c)
+{
+	jw_obj(w, key);
+	jw_u64(w, "vcpus", c->vcpus);
+	jw_u64(w, "bytes_per_vcpu", c->bytes_per_vcpu);
+	jw_u64(w, "total_bytes", bench_total_bytes(c));
+	jw_u64(w, "iterations", c->iterations);
+	jw_u64(w, "page_shift", c->page_shift);
+	jw_u64(w, "levels", c->levels);
+	jw_u64(w, "slots", c->slots);
+	jw_bool(w, "manual_protect", c->manual_protect);
+	jw_str(w, "backing", c->thp ? "thp" : "anon");
+	jw_bool(w, "pretouched", true);
+	jw_obj_end(w);
+}
+
+static void json_run(struct jw *w, const struct bench_run *r)
+{
+	const struct bench_suite *s = r->suite;
+
+	jw_obj(w, NULL);
+	jw_str(w, "backend", r->backend);
+	jw_str(w, "status", status_name(r->status));
+	if (r->status != BENCH_RAN)
+		jw_str(w, "reason", r->reason);
+	jw_u64(w, "page_size", r->page_size);
+	jw_u64(w, "pages", r->pages);
+	jw_u64(w, "pages_per_vcpu", r->pages_per_vcpu);
+	jw_u64(w, "vcpus", r->cfg.vcpus);
+	jw_u64(w, "slots", r->cfg.slots);
+	jw_u64(w, "iterations", r->cfg.iterations);
+	jw_u64(w, "gpa_base", r->gpa_base);
+	jw_num(w, "pretouch_s", r->touch_s);
+	jw_str(w, "host", r->host_desc);
+	jw_obj(w, "phases");
+	for (unsigned i = 0; i < s->nphases; i++) {
+		const struct bench_phase_def *d = &s->phases[i];
+
+		if (!r->has[i])
+			continue;
+		jw_obj(w, d->key);
+		jw_str(w, "label", d->label);
+		jw_bool(w, "per_iteration", d->per_iter);
+		jw_str(w, "per_page_unit", d->norm == BENCH_NORM_VCPU_PAGE ? "ns per page per vCPU"
+									  : "ns per page");
+		jw_num(w, "ns", bench_phase_mean_ns(r, (int)i));
+		jw_num(w, "ns_per_page", bench_phase_per_page(r, (int)i));
+		jw_arr(w, "samples_ns");
+		for (unsigned k = 0; k < r->nsamples[i]; k++)
+			jw_num(w, NULL, r->ns[i][k]);
+		jw_arr_end(w);
+		jw_obj_end(w);
+	}
+	jw_obj_end(w);
+	jw_arr(w, "iterations_detail");
+	for (unsigned k = 0; r->status == BENCH_RAN && k < r->cfg.iterations; k++) {
+		char key[48];
+
+		jw_obj(w, NULL);
+		jw_u64(w, "iteration", k + 1);
+		for (unsigned i = 0; i < s->nphases; i++) {
+			if (!s->phases[i].per_iter || !r->has[i] || k >= r->nsamples[i])
+				continue;
+			snprintf(key, sizeof(key), "%s_ns", s->phases[i].key);
+			jw_num(w, key, r->ns[i][k]);
+		}
+		for (unsigned c = 0; c < s->ncounters; c++)
+			if (r->has_count[c])
+				jw_u64(w, s->counters[c].key, r->count[c][k]);
+		jw_obj_end(w);
+	}
+	jw_arr_end(w);
+	jw_obj_end(w);
+}
+
+static void json_comparison(struct jw *w, const struct point *pt)
+{
+	const struct bench_suite *s = pt->gp.suite;
+	char note[512];
+
+	jw_obj(w, "comparison");
+	jw_obj(w, "phases");
+	for (unsigned i = 0; i < s->nphases; i++) {
+		if (!pt->gp.has[i] && !pt->kvm.has[i])
+			continue;
+		jw_obj(w, s->phases[i].key);
+		jw_num(w, "gpamm_ns_per_page", bench_phase_per_page(&pt->gp, (int)i));
+		jw_num(w, "kvm_ns_per_page", bench_phase_per_page(&pt->kvm, (int)i));
+		jw_num(w, "ratio", ratio_of(pt, (int)i));
+		jw_obj_end(w);
+	}
+	jw_obj_end(w);
+	jw_str(w, "targets_for", s->targets_for);
+	jw_bool(w, "targets_apply", !s->targets_apply || s->targets_apply(&pt->cfg));
+	jw_arr(w, "targets");
+	for (unsigned t = 0; t < s->ntargets; t++) {
+		double r = ratio_of(pt, bench_phase_index(s, s->targets[t].phase_key));
+
+		jw_obj(w, NULL);
+		jw_str(w, "phase", s->targets[t].phase_key);
+		jw_str(w, "what", s->targets[t].what);
+		jw_num(w, "ratio", r);
+		jw_num(w, "max_ratio", s->targets[t].max_ratio);
+		jw_str(w, "verdict", verdict(r, s->targets[t].max_ratio));
+		jw_obj_end(w);
+	}
+	jw_arr_end(w);
+	jw_str(w, "note", kvm_peer_exit_note(note, sizeof(note)));
+	jw_obj_end(w);
+}
+
+static void json_sweep(struct jw *w, const struct bench_opts_s *o, const struct point *pts)
+{
+	const struct bench_suite *s = o->suite;
+
+	jw_obj(w, "sweep");
+	jw_str(w, "param", o->sweep == SWEEP_MEM ? "mem" : "vcpus");
+	jw_arr(w, "values");
+	for (unsigned i = 0; i < o->nsweep; i++)
+		jw_str(w, NULL, pts[i].label);
+	jw_arr_end(w);
+	jw_num(w, "flat_limit", FLAT_LIMIT);
+	jw_obj(w, "backends");
+	for (int b = 0; b < (o->peer_kvm ? 2 : 1); b++) {
+		jw_obj(w, b ? "kvm" : "gpamm");
+		for (unsigned p = 0; p < s->nphases; p++) {
+			struct flatness fl;
+
+			flatness_of(pts, o->nsweep, b, (int)p, &fl);
+			if (!fl.nvalid)
+				continue;
+			jw_obj(w, s->phases[p].key);
+			jw_arr(w, "ns_per_page");
+			for (unsigned i = 0; i < o->nsweep; i++)
+				jw_num(w, NULL, fl.v[i]);
+			jw_arr_end(w);
+			jw_num(w, "max_over_min", fl.spread);
+			jw_num(w, "last_over_first", fl.first_to_last);
+			jw_bool(w, "flat", fl.flat);
+			jw_arr(w, "not_flat_at");
+			for (unsigned i = 0; i < o->nsweep; i++)
+				if (!isnan(fl.v[i]) && fl.v[i] > FLAT_LIMIT * fl.v[fl.imin])
+					jw_str(w, NULL, pts[i].label);
+			jw_arr_end(w);
+			jw_obj_end(w);
+		}
+		jw_obj_end(w);
+	}
+	jw_obj_end(w);
+	jw_obj_end(w);
+}
+
+static void json_report(const struct bench_opts_s *o, const struct point *pts, unsigned npts,
+			bool peer_usable, const char *peer_reason)
+{
+	struct jw w;
+	char fl[96], note[512];
+	bool peer_ran = false;
+
+	jw_init(&w, stdout);
+	jw_obj(&w, NULL);
+	jw_str(&w, "suite", o->suite->name);
+	json_cfg(&w, "config", &o->cfg);
+	if (o->peer_kvm) {
+		for (unsigned i = 0; i < npts; i++)
+			peer_ran |= pts[i].kvm_init && pts[i].kvm.status == BENCH_RAN;
+		jw_obj(&w, "peer");
+		jw_str(&w, "name", "kvm");
+		jw_str(&w, "status", peer_ran ? "ran" : "skipped");
+		if (!peer_ran) {
+			const char *why = peer_usable ? "" : peer_reason;
+
+			for (unsigned i = 0; peer_usable && i < npts; i++)
+				if (pts[i].kvm_init && pts[i].kvm.reason[0]) {
+					why = pts[i].kvm.reason;
+					break;
+				}
+			jw_str(&w, "reason", why);
+		}
+		jw_str(&w, "flavour", kvm_peer_flavour(fl, sizeof(fl)));
+		jw_str(&w, "note", kvm_peer_exit_note(note, sizeof(note)));
+		jw_obj_end(&w);
+	} else {
+		jw_null(&w, "peer");
+	}
+	jw_arr(&w, "points");
+	for (unsigned i = 0; i < npts; i++) {
+		jw_obj(&w, NULL);
+		jw_str(&w, "label", pts[i].label);
+		json_cfg(&w, "config", &pts[i].cfg);
+		jw_arr(&w, "runs");
+		if (pts[i].gp_init)
+			json_run(&w, &pts[i].gp);
+		if (pts[i].kvm_init)
+			json_run(&w, &pts[i].kvm);
+		jw_arr_end(&w);
+		if (pts[i].gp_init && pts[i].kvm_init && pts[i].gp.status == BENCH_RAN &&
+		    pts[i].kvm.status == BENCH_RAN)
+			json_comparison(&w, &pts[i]);
+		jw_obj_end(&w);
+	}
+	jw_arr_end(&w);
+	if (o->sweep != SWEEP_NONE)
+		json_sweep(&w, o, pts);
+	jw_obj_end(&w);
+	jw_finish(&w);
+}
+
+/* ---- running ------------------------------------------------------------------------- */
+
+static int run_point(const struct bench_opts_s *o, struct point *pt, bool peer_usable,
+		     const char *peer_reason)
+{
+	const struct bench_suite *s = o->suite;
+	FILE *f = pt->cfg.out;
+	char why[400];
+
+	if (bench_run_init(&pt->gp, s, "gpamm", &pt->cfg, 1ULL << pt->cfg.page_shift)) {
+		fprintf(stderr, "gpamm bench: out of memory\n");
+		return CLI_EXIT_FAIL;
+	}
+	pt->gp_init = true;
+	if (s->run_gpamm(&pt->cfg, &pt->gp) || pt->gp.status != BENCH_RAN) {
+		fprintf(stderr, "gpamm bench %s: gpamm run failed: %s\n", s->name, pt->gp.reason);
+		return CLI_EXIT_FAIL;
+	}
+	bench_print_averages(&pt->gp);
+	print_counters(&pt->gp);
+	if (s->check && !s->check(&pt->gp, why, sizeof(why))) {
+		fprintf(stderr, "gpamm bench %s: gpamm counts do not add up: %s\n", s->name, why);
+		pt->gp.status = BENCH_FAILED;
+		snprintf(pt->gp.reason, sizeof(pt->gp.reason), "%s", why);
+		return CLI_EXIT_FAIL;
+	}
+
+	if (!o->peer_kvm)
+		return CLI_EXIT_OK;
+	if (bench_run_init(&pt->kvm, s, "kvm", &pt->cfg, 4096)) {
+		fprintf(stderr, "gpamm bench: out of memory\n");
+		return CLI_EXIT_FAIL;
+	}
+	pt->kvm_init = true;
+	if (f)
+		fputc('\n', f);
+	if (!peer_usable) {
+		bench_run_fail(&pt->kvm, BENCH_SKIPPED, "%s", peer_reason);
+	} else if (!s->run_kvm) {
+		bench_run_fail(&pt->kvm, BENCH_SKIPPED, "suite %s has no KVM peer", s->name);
+	} else {
+		s->run_kvm(&pt->cfg, &pt->kvm);
+		if (pt->kvm.status == BENCH_RAN) {
+			bench_print_averages(&pt->kvm);
+			print_counters(&pt->kvm);
+			if (s->check && !s->check(&pt->kvm, why, sizeof(why)) && f)
+				fprintf(f, "KVM counts do not add up: %s\n", why);
+		}
+	}
+	if (!f)
+		return CLI_EXIT_OK;
+	if (pt->kvm.status != BENCH_RAN) {
+		if (peer_usable) /* otherwise said once, before the first run */
+			fprintf(f, "KVM peer: skipped: %s\n", pt->kvm.reason);
+		return CLI_EXIT_OK;
+	}
+	fputc('\n', f);
+	print_side_by_side(pt, f);
+	print_targets(pt, f);
+	return CLI_EXIT_OK;
+}
+
+static int bench_run_cmd(int argc, char **argv)
+{
+	struct bench_opts_s o;
+	struct cli_parser p;
+	struct point *pts = NULL;
+	const char *val, *suite_name = NULL;
+	char peer_reason[400] = "", a[32], b[32];
+	bool peer_usable = false;
+	uint64_t v, avail;
+	unsigned npts;
+	int opt, ret = CLI_EXIT_OK;
+
+	memset(&o, 0, sizeof(o));
+	o.cfg = (struct bench_cfg){
+		.vcpus = 1, .bytes_per_vcpu = 1ULL << 30, .iterations = 2, .page_shift = 12,
+		.levels = 3, .slots = 1, .manual_protect = true, .thp = false, .out = stdout,
+	};
+	cli_parser_init(&p, "bench", argc, argv);
+	while ((opt = cli_next(&p, bench_opts, &val)) != CLI_OPT_END) {
+		switch (opt) {
+		case OPT_HELP:
+			bench_usage(stdout);
+			return CLI_EXIT_OK;
+		case OPT_LIST:
+			for (size_t i = 0; i < NR_SUITES; i++)
+				printf("%-16s %s\n", suites[i]->name, suites[i]->summary);
+			return CLI_EXIT_OK;
+		case OPT_VCPUS:
+			if (parse_u("--vcpus", val, 1, GPAMM_MAX_VCPUS, &v))
+				return CLI_EXIT_USAGE;
+			o.cfg.vcpus = (unsigned)v;
+			break;
+		case OPT_BYTES:
+			if (!bench_parse_size(val, &v) || !v)
+				return cli_usage_error("bench", "--bytes-per-vcpu wants a size such as "
+						       "16M, 1G or 4096, not '%s'", val);
+			o.cfg.bytes_per_vcpu = v;
+			break;
+		case OPT_ITERS:
+			if (parse_u("--iterations", val, 1, BENCH_MAX_ITERS, &v))
+				return CLI_EXIT_USAGE;
+			o.cfg.iterations = (unsigned)v;
+			break;
+		case OPT_PAGE_SHIFT:
+			if (!cli_parse_u64(val, &v) || (v != 12 && v != 14 && v != 16))
+				return cli_usage_error("bench", "--page-shift must be 12 (4K), 14 (16K) "
+						       "or 16 (64K), not '%s'", val);
+			o.cfg.page_shift = (unsigned)v;
+			break;
+		case OPT_LEVELS:
+			if (parse_u("--levels", val, 2, 4, &v))
+				return CLI_EXIT_USAGE;
+			o.cfg.levels = (unsigned)v;
+			break;
+		case OPT_SLOTS:
+			if (parse_u("--slots", val, 1, 4096, &v))
+				return CLI_EXIT_USAGE;
+			o.cfg.slots = (unsigned)v;
+			break;
+		case OPT_BACKING:
+			if (!strcmp(val, "anon") || !strcmp(val, "anonymous"))
+				o.cfg.thp = false;
+			else if (!strcmp(val, "thp") || !strcmp(val, "anonymous_thp"))
+				o.cfg.thp = true;
+			else
+				return cli_usage_error("bench", "--backing must be anon or thp, not '%s'",
+						       val);
+			break;
+		case OPT_NO_MANUAL:
+			o.cfg.manual_protect = false;
+			break;
+		case OPT_JSON:
+			o.json = true;
+			break;
+		case OPT_SWEEP:
+			if (parse_sweep(&o, val))
+				return CLI_EXIT_USAGE;
+			break;
+		case OPT_PEER:
+			if (strcmp(val, "kvm"))
+				return cli_usage_error("bench", "--peer: the only peer is 'kvm', not '%s'",
+						       val);
+			o.peer_kvm = true;
+			break;
+		case CLI_OPT_POS:
+			if (suite_name)
+				return cli_usage_error("bench", "one suite at a time ('%s' and '%s')",
+						       suite_name, val);
+			suite_name = val;
+			break;
+		default:
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (!suite_name)
+		return cli_usage_error("bench", "name a suite (gpamm bench --list): e.g. "
+				       "'gpamm bench dirty_log_perf'");
+	o.suite = find_suite(suite_name);
+	if (!o.suite)
+		return cli_usage_error("bench", "no suite '%s' (gpamm bench --list)", suite_name);
+	if (o.json)
+		o.cfg.out = NULL;
+
+	/* The configurations to run: one, or one per sweep value. */
+	npts = o.sweep == SWEEP_NONE ? 1 : o.nsweep;
+	pts = calloc(npts, sizeof(*pts));
+	if (!pts) {
+		fprintf(stderr, "gpamm bench: out of memory\n");
+		return CLI_EXIT_FAIL;
+	}
+	avail = bench_mem_available();
+	for (unsigned i = 0; i < npts; i++) {
+		struct bench_cfg *c = &pts[i].cfg;
+		uint64_t total = bench_total_bytes(&o.cfg);
+
+		*c = o.cfg;
+		if (o.sweep == SWEEP_MEM) {
+			if (o.sweep_val[i] % c->vcpus) {
+				ret = cli_usage_error("bench", "--sweep mem=%s does not split over %u "
+						      "vCPUs", o.sweep_txt[i], c->vcpus);
+				goto out;
+			}
+			c->bytes_per_vcpu = o.sweep_val[i] / c->vcpus;
+		} else if (o.sweep == SWEEP_VCPUS) {
+			c->vcpus = (unsigned)o.sweep_val[i];
+			if (total % c->vcpus) {
+				ret = cli_usage_error("bench", "%s do not split over %s vCPUs",
+						      bench_size_str(total, a, sizeof(a)),
+						      o.sweep_txt[i]);
+				goto out;
+			}
+			c->bytes_per_vcpu = total / c->vcpus;
+		}
+		if (o.sweep != SWEEP_NONE)
+			snprintf(pts[i].label, sizeof(pts[i].label), "%s", o.sweep_txt[i]);
+		ret = validate_cfg(c, pts[i].label);
+		if (ret)
+			goto out;
+		if (avail && bench_total_bytes(c) + (256u << 20) > avail) {
+			fprintf(stderr, "gpamm bench: %s of guest memory%s%s does not fit: "
+				"MemAvailable is %s (256 MiB are left to the system)\n",
+				bench_size_str(bench_total_bytes(c), a, sizeof(a)),
+				pts[i].label[0] ? " at " : "", pts[i].label,
+				bench_size_str(avail, b, sizeof(b)));
+			ret = CLI_EXIT_FAIL;
+			goto out;
+		}
+	}
+
+	if (o.peer_kvm) {
+		peer_usable = !kvm_peer_probe(peer_reason, sizeof(peer_reason));
+		if (!peer_usable && !o.json)
+			printf("KVM peer: skipped: %s\n\n", peer_reason);
+	}
+	for (unsigned i = 0; i < npts; i++) {
+		if (o.sweep != SWEEP_NONE && !o.json)
+			printf("%s=== sweep %s=%s (%u of %u) ===\n", i ? "\n" : "",
+			       o.sweep == SWEEP_MEM ? "mem" : "vcpus", pts[i].label, i + 1, npts);
+		ret = run_point(&o, &pts[i], peer_usable, peer_reason);
+		if (ret)
+			break;
+	}
+	if (!ret && o.sweep != SWEEP_NONE && !o.json) {
+		print_sweep_table(&o, pts, false, stdout);
+		if (o.peer_kvm) {
+			bool any = false;
+
+			for (unsigned i = 0; i < npts; i++)
+				any |= pts[i].kvm_init && pts[i].kvm.status == BENCH_RAN;
+			if (any)
+				print_sweep_table(&o, pts, true, stdout);
+		}
+	}
+	if (o.json)
+		json_report(&o, pts, npts, peer_usable, peer_reason);
+out:
+	for (unsigned i = 0; i < npts; i++) {
+		if (pts[i].gp_init)
+			bench_run_free(&pts[i].gp);
+		if (pts[i].kvm_init)
+			bench_run_free(&pts[i].kvm);
+	}
+	free(pts);
+	return ret;
+}
+
+const struct cli_cmd cli_cmd_bench = {
+	.name = "bench",
+	.summary = "selftest-style performance suites (dirty_log_perf), vs the host's KVM",
+	.run = bench_run_cmd,
+	.usage = bench_usage,
+};
