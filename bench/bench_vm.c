@@ -439,10 +439,14 @@ int main(int argc, char **argv)
 	if (json) {
 		printf("{\"bench\":\"vm\",\"reps\":%d,\"figures\":[", reps);
 		for (int i = 0; i < nfigs; i++)
-			printf("%s{\"name\":\"%s\",\"value\":%.3f,\"unit\":\"%s\",\"ratio\":%s%.3f%s,\"verdict\":\"%s\"}",
-			       i ? "," : "", figs[i].name, figs[i].value, figs[i].unit,
-			       isnan(figs[i].ratio) ? "null" : "", isnan(figs[i].ratio) ? 0.0 : figs[i].ratio,
-			       "", verdict(&figs[i]));
+		{
+			char ratio[32] = "null";
+			if (!isnan(figs[i].ratio))
+				snprintf(ratio, sizeof(ratio), "%.3f", figs[i].ratio);
+			printf("%s{\"name\":\"%s\",\"value\":%.3f,\"unit\":\"%s\",\"ratio\":%s,\"verdict\":\"%s\"}",
+			       i ? "," : "", figs[i].name, figs[i].value, figs[i].unit, ratio,
+			       verdict(&figs[i]));
+		}
 		printf("]}\n");
 		return 0;
 	}

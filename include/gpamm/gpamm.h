@@ -183,8 +183,9 @@ int64_t gpamm_vm_reset_dirty_rings(struct gpamm_vm *vm);
  * (clear VALID) and flush TLBs, so that the next access to each faults and
  * makes it young again.
  * Context: VMM thread; vCPUs may run.
- * Return: the number of pages that were young (>= 0), -EINVAL (unaligned,
- * zero size, overflow, beyond the GPA space).
+ * Return: the number of leaf entries that were young (>= 0; a huge leaf
+ * counts once), -EINVAL (unaligned, zero size, overflow, beyond the GPA
+ * space).
  */
 int64_t gpamm_vm_mark_idle(struct gpamm_vm *vm, uint64_t gpa, uint64_t size);
 /**

@@ -169,7 +169,8 @@ int64_t gpamm_sim_merge(struct gpamm_host *h, uint64_t hva, uint64_t len);
  * gpamm_sim_clear_young() - host page aging: ask every MMU attached to the
  * host whether the range [@hva, @hva + @len) was accessed, and make it old
  * there (clear_flush_young when @flush, clear_young otherwise).
- * Return: 0 and *@young, -EINVAL for a range that is not page aligned.
+ * Return: 0 and *@young, -EINVAL for an empty range or one that is not
+ * page aligned.
  */
 int gpamm_sim_clear_young(struct gpamm_host *h, uint64_t hva, uint64_t len, bool flush,
 			  bool *young);
