@@ -152,15 +152,18 @@ static bool hw_walk(struct gpamm_vm *vm, uint64_t gpa, bool write, gpamm_pte_t *
 		    unsigned *levelp)
 {
 	const struct gpamm_geom *g = &vm->geom;
+	const uint64_t mask = g->entries - 1u;
+	const unsigned bits = g->bits_per_level, top = g->levels - 1u;
 	gpamm_pte_t *table, *ptep, e;
-	unsigned level;
+	unsigned level, shift;
 
 	if (unlikely(gpa >> g->gpa_bits))
 		return false;
 again:
 	table = vm->pgt.root;
-	for (level = g->levels - 1u;; level--) {
-		ptep = &table[(gpa >> g->shift[level]) & (g->entries - 1u)];
+	shift = g->shift[top];
+	for (level = top;; level--, shift -= bits) {
+		ptep = &table[(gpa >> shift) & mask];
 		e = pte_read_acquire(ptep);
 		if (level == 0 || (e & GPAMM_PTE_HUGE))
 			break;

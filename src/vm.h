@@ -263,17 +263,18 @@ static inline void tlb_front_clear(struct tlb *t)
 static ALWAYS_INLINE unsigned tlb_pick_way(const struct tlb_entry *row, uint64_t vpn,
 					   uint64_t tag)
 {
-	unsigned way = TLB_WAYS;
+	unsigned free_way = TLB_WAYS;
 
-	for (unsigned w = 0; w < TLB_WAYS; w++)
-		if (!((row[w].tag ^ tag) & ~TLBT_WRITE))
-			way = w;
-	for (unsigned w = 0; w < TLB_WAYS && way == TLB_WAYS; w++)
-		if (!row[w].tag)
-			way = w;
-	if (way == TLB_WAYS)
-		way = (unsigned)((vpn >> 9) ^ (vpn >> 11) ^ (vpn >> 13)) & (TLB_WAYS - 1);
-	return way;
+	for (unsigned w = 0; w < TLB_WAYS; w++) {
+		uint64_t et = row[w].tag;
+		if (!((et ^ tag) & ~TLBT_WRITE))
+			return w;
+		if (!et)
+			free_way = w;
+	}
+	if (free_way < TLB_WAYS)
+		return free_way;
+	return (unsigned)((vpn >> 9) ^ (vpn >> 11) ^ (vpn >> 13)) & (TLB_WAYS - 1);
 }
 
 /* Fill a base-page entry (outside checking mode); returns the host address of @gpa. */
