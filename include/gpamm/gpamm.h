@@ -96,8 +96,9 @@ int gpamm_vm_set_memory_region(struct gpamm_vm *vm,
  * Bitmap mode (the default): a slot created or changed with
  * GPAMM_MEM_LOG_DIRTY_PAGES gets a bitmap, one bit per page, bit i of
  * word w for page w * 64 + i of the slot. Turning logging on write-protects
- * the slot (read-only slots have nothing to protect), so the next write to
- * each page faults and is logged.
+ * the slot, so the next write to each page faults and is logged. A
+ * read-only slot may log too: its bitmap exists (GET returns 0) and stays
+ * clear, and nothing there is write-protected or ever writable.
  */
 
 /* gpamm_vm_enable_manual_dirty_log_protect() flags (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) */
@@ -143,7 +144,9 @@ int gpamm_vm_clear_dirty_log(struct gpamm_vm *vm, uint32_t slot, uint64_t first_
  * whose flags have DIRTY, marks them RESET, and calls
  * gpamm_vm_reset_dirty_rings(), which write-protects those pages again and
  * frees the entries. A vCPU whose ring is nearly full exits with
- * GPAMM_EXIT_DIRTY_RING_FULL and will not run until entries are reset.
+ * GPAMM_EXIT_DIRTY_RING_FULL and will not run until entries are reset:
+ * "nearly full" is entries - GPAMM_DIRTY_RING_RSVD entries pushed and not
+ * yet reset. Harvested entries are marked with F_RESET (F_DIRTY may stay).
  */
 #define GPAMM_DIRTY_GFN_F_DIRTY (1u << 0)
 #define GPAMM_DIRTY_GFN_F_RESET (1u << 1)
