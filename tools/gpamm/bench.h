@@ -200,7 +200,6 @@ void bench_gang_stop(struct bench_gang *g);
 
 double bench_now_ns(void);
 /* "1G", "256M", "16K", "4096": K/M/G/T suffixes (binary), optional "iB"/"B". */
-bool bench_parse_size(const char *s, uint64_t *out);
 /* "1 GiB", "256 MiB", "1.5 GiB" for any size. */
 const char *bench_size_str(uint64_t bytes, char *buf, size_t len);
 /* A per-page figure with precision that suits its size: "3904", "12.2", "0.043". */

@@ -147,3 +147,32 @@ const char *cli_size(uint64_t bytes, char *buf, size_t len)
 	snprintf(buf, len, "%llu %s", (unsigned long long)bytes, unit[u]);
 	return buf;
 }
+
+bool cli_parse_size(const char *s, uint64_t *out)
+{
+	unsigned long long v;
+	uint64_t mul = 1;
+	char *end;
+
+	if (!s || *s < '0' || *s > '9')
+		return false;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return false;
+	switch (*end) {
+	case 'k': case 'K': mul = 1ULL << 10; end++; break;
+	case 'm': case 'M': mul = 1ULL << 20; end++; break;
+	case 'g': case 'G': mul = 1ULL << 30; end++; break;
+	case 't': case 'T': mul = 1ULL << 40; end++; break;
+	default: break;
+	}
+	if (mul > 1 && end[0] == 'i' && end[1] == 'B')
+		end += 2;
+	else if (*end == 'B')
+		end++;
+	if (*end || (v && v > UINT64_MAX / mul))
+		return false;
+	*out = v * mul;
+	return true;
+}

@@ -76,6 +76,8 @@ int cli_next(struct cli_parser *p, const struct cli_opt *opts, const char **val)
 
 /** cli_parse_u64() - whole string as a number (0x.. hex, 0.. octal, decimal). */
 bool cli_parse_u64(const char *s, uint64_t *out);
+/** cli_parse_size() - a byte count with an optional K/M/G/T suffix (binary; "KiB", "KB" too). */
+bool cli_parse_size(const char *s, uint64_t *out);
 
 /**
  * cli_usage_error() - "gpamm CMD: <message>" and a pointer to --help on

@@ -164,7 +164,7 @@ static int parse_sweep(struct bench_opts_s *o, const char *val)
 			return cli_usage_error("bench", "--sweep: at most %d values", MAX_SWEEP);
 		memcpy(item, p, n);
 		item[n] = '\0';
-		if (o->sweep == SWEEP_MEM ? !bench_parse_size(item, &v) || !v
+		if (o->sweep == SWEEP_MEM ? !cli_parse_size(item, &v) || !v
 					  : !cli_parse_u64(item, &v) || !v || v > GPAMM_MAX_VCPUS)
 			return cli_usage_error("bench", "--sweep %s: bad value '%s'", name, item);
 		o->sweep_val[o->nsweep] = v;
@@ -734,7 +734,7 @@ static int bench_run_cmd(int argc, char **argv)
 			o.cfg.vcpus = (unsigned)v;
 			break;
 		case OPT_BYTES:
-			if (!bench_parse_size(val, &v) || !v)
+			if (!cli_parse_size(val, &v) || !v)
 				return cli_usage_error("bench", "--bytes-per-vcpu wants a size such as "
 						       "16M, 1G or 4096, not '%s'", val);
 			o.cfg.bytes_per_vcpu = v;

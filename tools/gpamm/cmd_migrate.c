@@ -123,32 +123,6 @@ static void usage(FILE *f)
 		"Exit status: 0 when the copy is exact, 1 when not, 2 on bad usage.\n");
 }
 
-static bool parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-	uint64_t mul = 1;
-
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return false;
-	switch (*end) {
-	case 'k': case 'K': mul = 1ULL << 10; end++; break;
-	case 'm': case 'M': mul = 1ULL << 20; end++; break;
-	case 'g': case 'G': mul = 1ULL << 30; end++; break;
-	default: break;
-	}
-	if (*end == 'i' && end[1] == 'B')
-		end += 2;
-	else if (*end == 'B')
-		end++;
-	if (*end || v > UINT64_MAX / mul)
-		return false;
-	*out = v * mul;
-	return true;
-}
-
 static bool parse_double(const char *s, double *out)
 {
 	char *end;
@@ -435,7 +409,7 @@ static int parse(struct mig_cfg *c, int argc, char **argv)
 			c->vcpus = (unsigned)v;
 			break;
 		case 3:
-			if (!parse_size(val, &c->mem) || !c->mem || c->mem > (64ULL << 30))
+			if (!cli_parse_size(val, &c->mem) || !c->mem || c->mem > (64ULL << 30))
 				return cli_usage_error("migrate", "--mem wants a size up to 64G, like 256M or 1G, not '%s'", val);
 			break;
 		case 4:
