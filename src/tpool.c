@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -73,7 +74,7 @@ struct gpamm_tpool *gpamm_tpool_create(unsigned page_shift)
 	pool->meta_pages = (unsigned)((sizeof(struct tpool_chunk) +
 				       pool->chunk_pages * sizeof(struct gpamm_tpage) +
 				       pool->page_size - 1) >> page_shift);
-	__atomic_fetch_add(&gpamm_live_tpools, 1, __ATOMIC_RELAXED);
+	atomic_fetch_add_explicit(&gpamm_live_tpools, 1, memory_order_relaxed);
 	return pool;
 }
 
@@ -216,6 +217,6 @@ uint64_t gpamm_tpool_destroy(struct gpamm_tpool *pool)
 	}
 	pthread_mutex_destroy(&pool->lock);
 	free(pool);
-	__atomic_fetch_sub(&gpamm_live_tpools, 1, __ATOMIC_RELAXED);
+	atomic_fetch_sub_explicit(&gpamm_live_tpools, 1, memory_order_relaxed);
 	return live;
 }
