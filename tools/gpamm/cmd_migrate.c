@@ -669,6 +669,8 @@ static int run(int argc, char **argv)
 		r = gpamm_sim_read(m->host, m->hva + p * m->psz, m->dest + p * m->psz, np * m->psz);
 		if (r)
 			goto fail;
+		/* a mutex is not fair: let a vCPU waiting for the host's lock in */
+		sched_yield();
 	}
 	m->rounds[m->nrounds++] = (struct round_stat){ m->npages, now_s() - t };
 	progress(m, "full copy", 0, m->npages, now_s() - t);
