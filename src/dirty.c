@@ -77,6 +77,14 @@ static void wp_flush_run(struct wp_batch *b)
 	b->run_words = 0;
 }
 
+/* The last run, then the remote flush if anything was protected. Context: MMU lock. */
+static void wp_finish(struct wp_batch *b)
+{
+	wp_flush_run(b);
+	if (b->changed)
+		gpamm_flush_remote_tlbs(b->vm);
+}
+
 static void wp_word(struct wp_batch *b, uint64_t w, uint64_t mask)
 {
 	if (!~mask) {
@@ -127,9 +135,7 @@ int gpamm_vm_get_dirty_log(struct gpamm_vm *vm, uint32_t id, uint64_t *bitmap)
 		bitmap[i] = mask;
 		wp_word(&b, i, mask);
 	}
-	wp_flush_run(&b);
-	if (b.changed)
-		gpamm_flush_remote_tlbs(vm);
+	wp_finish(&b);
 	pthread_mutex_unlock(&vm->mmu_lock);
 out:
 	pthread_mutex_unlock(&vm->slots_lock);
@@ -166,9 +172,7 @@ int gpamm_vm_clear_dirty_log(struct gpamm_vm *vm, uint32_t id, uint64_t first_pa
 		mask = want & __atomic_fetch_and(&s->dirty_bitmap[w], ~want, __ATOMIC_ACQ_REL);
 		wp_word(&b, w, mask);
 	}
-	wp_flush_run(&b);
-	if (b.changed)
-		gpamm_flush_remote_tlbs(vm);
+	wp_finish(&b);
 	pthread_mutex_unlock(&vm->mmu_lock);
 out:
 	pthread_mutex_unlock(&vm->slots_lock);

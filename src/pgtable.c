@@ -376,11 +376,19 @@ gpamm_pte_t gpamm_pgt_lookup(const struct gpamm_pgt *pgt, uint64_t gpa, unsigned
 	return e;
 }
 
-int gpamm_pgt_update_leaf(struct gpamm_pgt *pgt, uint64_t gpa, gpamm_pte_t set,
-			  gpamm_pte_t clear, gpamm_pte_t *oldp, gpamm_pte_t *newp)
+/*
+ * Read-modify-write of the present leaf at @gpa as one compare-and-exchange
+ * on the whole entry, so a concurrent update of another bit is never lost.
+ * @fn computes the new value (or a negative errno to give up).
+ */
+typedef int (*leaf_fn)(gpamm_pte_t old, gpamm_pte_t *new, const void *arg);
+
+static ALWAYS_INLINE int leaf_rmw(struct gpamm_pgt *pgt, uint64_t gpa, leaf_fn fn,
+				  const void *arg, gpamm_pte_t *oldp, gpamm_pte_t *newp)
 {
 	gpamm_pte_t *ptep, old, new;
 	unsigned level;
+	int r;
 
 	if (gpa >= gpamm_geom_space(&pgt->geom))
 		return -ENOENT;
@@ -389,7 +397,9 @@ int gpamm_pgt_update_leaf(struct gpamm_pgt *pgt, uint64_t gpa, gpamm_pte_t set,
 	do {
 		if (!(old & GPAMM_PTE_PRESENT))
 			return -ENOENT;
-		new = (old | set) & ~clear;
+		r = fn(old, &new, arg);
+		if (r < 0)
+			return r;
 		if (new == old)
 			break;
 	} while (!pte_cmpxchg(ptep, &old, new));
@@ -400,31 +410,44 @@ int gpamm_pgt_update_leaf(struct gpamm_pgt *pgt, uint64_t gpa, gpamm_pte_t set,
 	return new != old;
 }
 
+struct set_clear {
+	gpamm_pte_t set, clear;
+};
+
+static ALWAYS_INLINE int set_clear_fn(gpamm_pte_t old, gpamm_pte_t *new, const void *arg)
+{
+	const struct set_clear *sc = arg;
+
+	*new = (old | sc->set) & ~sc->clear;
+	return 0;
+}
+
+int gpamm_pgt_update_leaf(struct gpamm_pgt *pgt, uint64_t gpa, gpamm_pte_t set,
+			  gpamm_pte_t clear, gpamm_pte_t *oldp, gpamm_pte_t *newp)
+{
+	const struct set_clear sc = { set, clear };
+
+	return leaf_rmw(pgt, gpa, set_clear_fn, &sc, oldp, newp);
+}
+
+/* young always; dirty for a write, if the entry may be made writable */
+static ALWAYS_INLINE int access_fn(gpamm_pte_t old, gpamm_pte_t *new, const void *arg)
+{
+	const bool write = *(const bool *)arg;
+
+	*new = old | GPAMM_PTE_VALID;
+	if (write && !gpamm_pte_dirty(old)) {
+		if (!gpamm_pte_writeable(old))
+			return -EPERM;
+		*new |= GPAMM_PTE_WRITEABLE;
+	}
+	return 0;
+}
+
 int gpamm_pgt_access_fault(struct gpamm_pgt *pgt, uint64_t gpa, bool write,
 			   gpamm_pte_t *oldp, gpamm_pte_t *newp)
 {
-	gpamm_pte_t *ptep, old, new;
-	unsigned level;
-
-	if (gpa >= gpamm_geom_space(&pgt->geom))
-		return -ENOENT;
-	ptep = pgt_find(pgt, gpa, &level);
-	old = pte_read(ptep);
-	do {
-		if (!(old & GPAMM_PTE_PRESENT))
-			return -ENOENT;
-		new = old | GPAMM_PTE_VALID;
-		if (write && !gpamm_pte_dirty(old)) {
-			if (!gpamm_pte_writeable(old))
-				return -EPERM;
-			new |= GPAMM_PTE_WRITEABLE;
-		}
-		if (new == old)
-			break;
-	} while (!pte_cmpxchg(ptep, &old, new));
-	*oldp = old;
-	*newp = new;
-	return new != old;
+	return leaf_rmw(pgt, gpa, access_fn, &write, oldp, newp);
 }
 
 /* ---- range operations -------------------------------------------------- */
