@@ -29,6 +29,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "bench_common.h"
 #include "gpamm/gpamm.h"
 
 #define GPA_BASE (1ULL << 32)
@@ -36,25 +37,6 @@
 static bool quick, json;
 static int reps = 5;
 static int failures;
-
-static double now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, n, sizeof(*v), cmp_d);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 static void bad(const char *what, unsigned ps, long long got, long long want)
 {
@@ -308,11 +290,7 @@ int main(int argc, char **argv)
 		}
 	}
 	/* Single-threaded: one CPU, the one we start on (a VM's CPUs can differ 2x). */
-	cpu_set_t one;
-	int cpu = sched_getcpu();
-	CPU_ZERO(&one);
-	CPU_SET(cpu < 0 ? 0 : cpu, &one);
-	sched_setaffinity(0, sizeof(one), &one);
+	int cpu = bench_pin_here(NULL);
 
 	bench_one(12);
 	bench_one(14);

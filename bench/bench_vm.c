@@ -22,30 +22,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_common.h"
 #include "gpamm/gpamm.h"
 #include "vm.h" /* memslot lookup is measured directly */
 
 static bool quick, json;
 static int reps = 5;
-
-static double now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, n, sizeof(*v), cmp_d);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 static bool host_thp; /* back guest RAM with transparent huge pages */
 
@@ -421,12 +403,8 @@ int main(int argc, char **argv)
 	if (quick)
 		reps = 3;
 	/* One CPU for the single-threaded parts: a VM's CPUs can differ 2x. */
-	cpu_set_t all, one;
-	int cpu = sched_getcpu();
-	sched_getaffinity(0, sizeof(all), &all);
-	CPU_ZERO(&one);
-	CPU_SET(cpu < 0 ? 0 : cpu, &one);
-	sched_setaffinity(0, sizeof(one), &one);
+	cpu_set_t all;
+	int cpu = bench_pin_here(&all);
 	bench_populate(12);
 	bench_populate(14);
 	bench_hit();

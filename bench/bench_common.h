@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: MIT */
+/* What every benchmark here needs: a clock, a median, and staying on one CPU. */
+#ifndef GPAMM_BENCH_COMMON_H
+#define GPAMM_BENCH_COMMON_H
+
+#include <sched.h>
+#include <stdlib.h>
+#include <time.h>
+
+static inline double now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+static inline int bench_cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Sorts @v in place. */
+static inline double median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(*v), bench_cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/*
+ * Stay on the CPU we run on (a VM's CPUs can differ 2x in speed; a move in
+ * the middle of a run would mix both into one median). @saved, if not NULL,
+ * gets the affinity to restore. Return: the CPU, or -1 if it cannot pin.
+ */
+static inline int bench_pin_here(cpu_set_t *saved)
+{
+	cpu_set_t one;
+	int cpu = sched_getcpu();
+
+	if (saved)
+		sched_getaffinity(0, sizeof(*saved), saved);
+	if (cpu < 0)
+		return -1;
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	return sched_setaffinity(0, sizeof(one), &one) ? -1 : cpu;
+}
+
+#endif
