@@ -29,9 +29,16 @@
 
 static const char *const all_phases[] = { "populate", "enable", "dirty", "get", "clear", "disable" };
 
-/* A run that ran: phases present with times > 0, counts consistent. */
+enum faults { NO_FAULT_COUNT, FAULTS_EVERY_ITER, FAULTS_FROM_ITER2 };
+
+/*
+ * A run that ran: phases present with times > 0, counts consistent.
+ * @faults: whether the run counts write faults and from which iteration
+ * every page takes one (with INITIALLY_SET nothing is write-protected
+ * before the first CLEAR, so iteration 1 takes none).
+ */
 static void check_run(struct jv *run, const char *backend, uint64_t pages, unsigned iters,
-		      bool manual, bool faults)
+		      bool manual, enum faults faults)
 {
 	char path[96];
 	struct jv *det;
@@ -71,7 +78,9 @@ static void check_run(struct jv *run, const char *backend, uint64_t pages, unsig
 			ASSERT(jget(it, "clear_ns") == NULL);
 		/* every page was written once: GET reports each one */
 		ASSERT_EQ(jnum(it, "pages_dirty"), pages);
-		if (faults)
+		if (faults == FAULTS_FROM_ITER2 && k == 0)
+			ASSERT_EQ(jnum(it, "write_faults"), 0);
+		else if (faults != NO_FAULT_COUNT)
 			ASSERT(jnum(it, "write_faults") >= (double)pages);
 	}
 }
@@ -103,8 +112,24 @@ static void test_json_manual(void)
 	ASSERT_EQ(jget(j, "points.0.runs")->n, 1);
 	ASSERT_EQ(jnum(j, "config.total_bytes"), 16u << 20);
 	ASSERT(jget(j, "config.pretouched")->b);
+	ASSERT(jget(j, "config.initially_set")->b);
 	ASSERT_EQ(jnum(j, "points.0.runs.0.pages_per_vcpu"), 4096);
-	check_run(jget(j, "points.0.runs.0"), "gpamm", 4096, 2, true, true);
+	check_run(jget(j, "points.0.runs.0"), "gpamm", 4096, 2, true, FAULTS_FROM_ITER2);
+	jv_free(j);
+	result_free(&r);
+}
+
+/* Manual protect without INITIALLY_SET: enabling logging protects every page. */
+static void test_json_no_initially_set(void)
+{
+	static const char *const a[] = { "bench", "dirty_log_perf", "-b", "8M", "-i", "2",
+					 "--no-initially-set", "--json", NULL };
+	struct result r = run_gpamm(NULL, a);
+	struct jv *j = parse_ok(&r);
+
+	ASSERT(jget(j, "config.manual_protect")->b);
+	ASSERT(!jget(j, "config.initially_set")->b);
+	check_run(jget(j, "points.0.runs.0"), "gpamm", 2048, 2, true, FAULTS_EVERY_ITER);
 	jv_free(j);
 	result_free(&r);
 }
@@ -125,7 +150,7 @@ static void test_json_classic_vcpus_slots(void)
 	ASSERT_EQ(jnum(run, "slots"), 2);
 	ASSERT_EQ(jnum(run, "page_size"), 16384);
 	ASSERT(!jget(j, "config.manual_protect")->b);
-	check_run(run, "gpamm", 1024, 3, false, true);
+	check_run(run, "gpamm", 1024, 3, false, FAULTS_EVERY_ITER);
 	jv_free(j);
 	result_free(&r);
 }
@@ -210,7 +235,7 @@ static void test_peer_kvm(void)
 	struct jv *runs = jget(j, "points.0.runs"), *tg;
 
 	ASSERT(!strcmp(jstr(j, "peer.name"), "kvm"));
-	check_run(runs->items[0], "gpamm", 4096, 2, true, true);
+	check_run(runs->items[0], "gpamm", 4096, 2, true, FAULTS_FROM_ITER2);
 	ASSERT_EQ(runs->n, 2);
 	if (!strcmp(jstr(j, "peer.status"), "skipped")) {
 		tap_diag("KVM peer skipped: %s", jstr(j, "peer.reason"));
@@ -221,7 +246,7 @@ static void test_peer_kvm(void)
 	} else {
 		ASSERT(!strcmp(jstr(j, "peer.status"), "ran"));
 		/* KVM's run has every phase, and its GET saw every page written */
-		check_run(runs->items[1], "kvm", 4096, 2, true, false);
+		check_run(runs->items[1], "kvm", 4096, 2, true, NO_FAULT_COUNT);
 		ASSERT_EQ(jnum(runs->items[1], "page_size"), 4096);
 		tg = jget(j, "points.0.comparison.targets");
 		ASSERT(tg && tg->n == 4);
@@ -248,7 +273,7 @@ static void test_peer_kvm_missing_device(void)
 
 	ASSERT(!strcmp(jstr(j, "peer.status"), "skipped"));
 	ASSERT(strstr(jstr(j, "peer.reason"), "/nonexistent/kvm") != NULL);
-	check_run(jget(j, "points.0.runs.0"), "gpamm", 2048, 1, true, true);
+	check_run(jget(j, "points.0.runs.0"), "gpamm", 2048, 1, true, FAULTS_FROM_ITER2);
 	jv_free(j);
 	result_free(&r);
 
@@ -269,8 +294,8 @@ static void test_sweep(void)
 
 	ASSERT_EQ(jget(j, "points")->n, 2);
 	ASSERT(!strcmp(jstr(j, "points.0.label"), "8M"));
-	check_run(jget(j, "points.0.runs.0"), "gpamm", 2048, 1, true, true);
-	check_run(jget(j, "points.1.runs.0"), "gpamm", 4096, 1, true, true);
+	check_run(jget(j, "points.0.runs.0"), "gpamm", 2048, 1, true, FAULTS_FROM_ITER2);
+	check_run(jget(j, "points.1.runs.0"), "gpamm", 4096, 1, true, FAULTS_FROM_ITER2);
 	ASSERT(!strcmp(jstr(j, "sweep.param"), "mem"));
 	ASSERT_EQ(jget(j, "sweep.values")->n, 2);
 	for (unsigned i = 0; i < sizeof(all_phases) / sizeof(all_phases[0]); i++) {
@@ -306,6 +331,7 @@ int main(int argc, char **argv)
 	TEST(test_help);
 	TEST(test_bad_usage);
 	TEST(test_json_manual);
+	TEST(test_json_no_initially_set);
 	TEST(test_json_classic_vcpus_slots);
 	TEST(test_text_selftest_lines);
 	TEST(test_sweep);

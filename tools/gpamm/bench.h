@@ -35,6 +35,9 @@ struct bench_cfg {
 	unsigned page_shift, levels; /* gpamm's layout; the KVM peer always uses 4K */
 	unsigned slots;              /* memory split evenly into this many memslots */
 	bool manual_protect;         /* KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 (GET + CLEAR) */
+	bool initially_set;          /* with manual protect: KVM_DIRTY_LOG_INITIALLY_SET, the
+				      * selftest's default (enabling logging protects nothing;
+				      * the first CLEAR does) */
 	bool thp;                    /* back guest RAM with transparent huge pages */
 	FILE *out;                   /* selftest-style lines go here; NULL: quiet (--json) */
 };
@@ -205,5 +208,7 @@ const char *bench_size_str(uint64_t bytes, char *buf, size_t len);
 /* A per-page figure with precision that suits its size: "3904", "12.2", "0.043". */
 const char *bench_fmt_ns(double ns, char *buf, size_t len);
 unsigned bench_online_cpus(void);
+/* "manual protect, initially set", "manual protect", or "classic GET (no manual protect)". */
+const char *bench_protect_mode(const struct bench_cfg *c);
 
 #endif

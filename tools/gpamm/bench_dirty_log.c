@@ -5,7 +5,9 @@
  *
  *   populate          every vCPU writes its whole slice once (mapping faults)
  *   enable logging    FLAGS_ONLY change of every slot to LOG_DIRTY_PAGES
- *                     (write-protects the slots)
+ *                     (write-protects the slots; with INITIALLY_SET, the
+ *                     selftest's default under manual protect, it only sets
+ *                     every bit and the first CLEAR write-protects)
  *   N iterations of
  *     dirty memory    every vCPU writes one word per page of its slice
  *                     (each write takes the dirty-logging write fault)
@@ -268,7 +270,9 @@ static int dl_run_gpamm(const struct bench_cfg *c, struct bench_run *r)
 		goto out;
 	}
 	ret = gpamm_vm_enable_manual_dirty_log_protect(
-		d.vm, c->manual_protect ? GPAMM_DIRTY_LOG_MANUAL_PROTECT_ENABLE : 0);
+		d.vm, !c->manual_protect ? 0
+		      : GPAMM_DIRTY_LOG_MANUAL_PROTECT_ENABLE |
+			(c->initially_set ? GPAMM_DIRTY_LOG_INITIALLY_SET : 0));
 	if (ret) {
 		ret = bench_run_fail(r, BENCH_FAILED, "manual dirty-log protect: %s",
 				     strerror(-ret));
@@ -322,12 +326,12 @@ static int dl_run_gpamm(const struct bench_cfg *c, struct bench_run *r)
 		char lay[32], tot[32], per[32];
 
 		fprintf(c->out, "== gpamm: %s, %u vCPU%s x %s = %s (%llu pages), %u slot%s, "
-			"%u iteration%s, manual protect %s\n",
+			"%u iteration%s, %s\n",
 			cli_layout_name(c->page_shift, c->levels, lay, sizeof(lay)), c->vcpus,
 			c->vcpus == 1 ? "" : "s", bench_size_str(c->bytes_per_vcpu, per, sizeof(per)),
 			bench_size_str(total, tot, sizeof(tot)), (unsigned long long)r->pages,
 			c->slots, c->slots == 1 ? "" : "s", c->iterations,
-			c->iterations == 1 ? "" : "s", c->manual_protect ? "on" : "off");
+			c->iterations == 1 ? "" : "s", bench_protect_mode(c));
 		fprintf(c->out, "host: %s; pre-touched by the host in %.2fs before the VM "
 			"started, so no phase includes a host page fault\n",
 			r->host_desc, r->touch_s);

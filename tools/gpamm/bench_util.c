@@ -432,3 +432,10 @@ const char *bench_fmt_ns(double ns, char *buf, size_t len)
 		snprintf(buf, len, "%.3f", ns);
 	return buf;
 }
+
+const char *bench_protect_mode(const struct bench_cfg *c)
+{
+	if (!c->manual_protect)
+		return "classic GET (no manual protect)";
+	return c->initially_set ? "manual protect, initially set" : "manual protect";
+}

@@ -43,7 +43,7 @@ static const struct bench_suite *find_suite(const char *name)
 
 enum {
 	OPT_HELP = 1, OPT_VCPUS, OPT_BYTES, OPT_ITERS, OPT_PAGE_SHIFT, OPT_LEVELS, OPT_SLOTS,
-	OPT_BACKING, OPT_NO_MANUAL, OPT_JSON, OPT_SWEEP, OPT_PEER, OPT_LIST,
+	OPT_BACKING, OPT_NO_MANUAL, OPT_NO_INIT_SET, OPT_JSON, OPT_SWEEP, OPT_PEER, OPT_LIST,
 };
 
 static const struct cli_opt bench_opts[] = {
@@ -56,6 +56,7 @@ static const struct cli_opt bench_opts[] = {
 	{ "slots", true, OPT_SLOTS, 'm' },
 	{ "backing", true, OPT_BACKING, 0 },
 	{ "no-manual-protect", false, OPT_NO_MANUAL, 0 },
+	{ "no-initially-set", false, OPT_NO_INIT_SET, 0 },
 	{ "json", false, OPT_JSON, 0 },
 	{ "sweep", true, OPT_SWEEP, 0 },
 	{ "peer", true, OPT_PEER, 0 },
@@ -88,6 +89,10 @@ static void bench_usage(FILE *f)
 		"  -m, --slots N            split memory into N equal memslots (default 1)\n"
 		"      --backing TYPE       guest RAM: anon (4K host pages, default) or thp\n"
 		"      --no-manual-protect  classic GET that clears and re-protects (no CLEAR)\n"
+		"      --no-initially-set   manual protect without INITIALLY_SET: enabling\n"
+		"                           logging write-protects every page (by default,\n"
+		"                           as in the selftest, every bit starts set and the\n"
+		"                           first CLEAR write-protects)\n"
 		"      --peer kvm           also run the phases on the host's KVM (/dev/kvm):\n"
 		"                           4K pages, a 32-bit guest, memory below 4 GiB;\n"
 		"                           skipped with the reason when KVM is unusable\n"
@@ -266,11 +271,11 @@ static void print_side_by_side(const struct point *pt, FILE *f)
 	const struct bench_cfg *c = &pt->cfg;
 	char tot[32], fl[96], note[512], lay[32];
 
-	fprintf(f, "Side by side, same run: %s, %u vCPU%s, %u slot%s, %u iteration%s, manual "
-		"protect %s; gpamm %s, KVM %s with 4K pages\n",
+	fprintf(f, "Side by side, same run: %s, %u vCPU%s, %u slot%s, %u iteration%s, %s; "
+		"gpamm %s, KVM %s with 4K pages\n",
 		bench_size_str(bench_total_bytes(c), tot, sizeof(tot)), c->vcpus,
 		c->vcpus == 1 ? "" : "s", c->slots, c->slots == 1 ? "" : "s", c->iterations,
-		c->iterations == 1 ? "" : "s", c->manual_protect ? "on" : "off",
+		c->iterations == 1 ? "" : "s", bench_protect_mode(c),
 		cli_layout_name(c->page_shift, c->levels, lay, sizeof(lay)),
 		kvm_peer_flavour(fl, sizeof(fl)));
 	fprintf(f, "  %-24s %14s %10s   %14s %10s   %9s\n", "phase", "gpamm time", "ns/page",
@@ -442,6 +447,7 @@ static void json_cfg(struct jw *w, const char *key, const struct bench_cfg *c)
 	jw_u64(w, "levels", c->levels);
 	jw_u64(w, "slots", c->slots);
 	jw_bool(w, "manual_protect", c->manual_protect);
+	jw_bool(w, "initially_set", c->initially_set);
 	jw_str(w, "backing", c->thp ? "thp" : "anon");
 	jw_bool(w, "pretouched", true);
 	jw_obj_end(w);
@@ -716,7 +722,7 @@ static int bench_run_cmd(int argc, char **argv)
 	memset(&o, 0, sizeof(o));
 	o.cfg = (struct bench_cfg){
 		.vcpus = 1, .bytes_per_vcpu = 1ULL << 30, .iterations = 2, .page_shift = 12,
-		.levels = 3, .slots = 1, .manual_protect = true, .thp = false, .out = stdout,
+		.levels = 3, .slots = 1, .manual_protect = true, .initially_set = true, .thp = false, .out = stdout,
 	};
 	cli_parser_init(&p, "bench", argc, argv);
 	while ((opt = cli_next(&p, bench_opts, &val)) != CLI_OPT_END) {
@@ -771,6 +777,10 @@ static int bench_run_cmd(int argc, char **argv)
 			break;
 		case OPT_NO_MANUAL:
 			o.cfg.manual_protect = false;
+			o.cfg.initially_set = false;
+			break;
+		case OPT_NO_INIT_SET:
+			o.cfg.initially_set = false;
 			break;
 		case OPT_JSON:
 			o.json = true;

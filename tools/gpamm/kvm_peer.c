@@ -450,11 +450,22 @@ int kvm_peer_dirty_log_perf(const struct bench_cfg *c, struct bench_run *r)
 		goto out;
 	}
 	if (c->manual_protect) {
-		/* Manual protect only (not INITIALLY_SET): enabling logging
-		 * write-protects the slot, as gpamm's does. */
+		/* The same flags as the gpamm run: manual protect, and
+		 * INITIALLY_SET unless --no-initially-set (the selftest asks for
+		 * both when the capability offers them). */
 		struct kvm_enable_cap cap = { .cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
 					      .args = { KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE } };
+		int have = ioctl(k.vm, KVM_CHECK_EXTENSION, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
 
+		if (c->initially_set) {
+			if (have < 0 || !(have & KVM_DIRTY_LOG_INITIALLY_SET)) {
+				ret = bench_run_fail(r, BENCH_SKIPPED, "KVM does not offer "
+						     "KVM_DIRTY_LOG_INITIALLY_SET "
+						     "(try --no-initially-set)");
+				goto out;
+			}
+			cap.args[0] |= KVM_DIRTY_LOG_INITIALLY_SET;
+		}
 		if (ioctl(k.vm, KVM_ENABLE_CAP, &cap) < 0) {
 			ret = kp_skip(&k, "KVM_ENABLE_CAP(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2)");
 			goto out;
@@ -526,12 +537,12 @@ int kvm_peer_dirty_log_perf(const struct bench_cfg *c, struct bench_run *r)
 		char tot[32], per[32];
 
 		fprintf(c->out, "== KVM (%s, %s): 4K pages, %u vCPU%s x %s = %s (%llu pages), "
-			"%u slot%s, %u iteration%s, manual protect %s\n",
+			"%u slot%s, %u iteration%s, %s\n",
 			kvm_device(), kvm_peer_flavour(fl, sizeof(fl)), c->vcpus,
 			c->vcpus == 1 ? "" : "s", bench_size_str(c->bytes_per_vcpu, per, sizeof(per)),
 			bench_size_str(total, tot, sizeof(tot)), (unsigned long long)r->pages,
 			c->slots, c->slots == 1 ? "" : "s", c->iterations,
-			c->iterations == 1 ? "" : "s", c->manual_protect ? "on" : "off");
+			c->iterations == 1 ? "" : "s", bench_protect_mode(c));
 		fprintf(c->out, "host: %s; pre-touched by the host in %.2fs before the VM "
 			"started, so no phase includes a host page fault\n",
 			r->host_desc, r->touch_s);
