@@ -148,20 +148,20 @@ static void vcpu_service_requests(struct gpamm_vcpu *v)
  * marker must not be WRITE (REFERENCE.md §6.6).
  * Return: true and the entry and level, or false for a translation fault.
  */
-static bool hw_walk(struct gpamm_vm *vm, uint64_t gpa, bool write, gpamm_pte_t *out,
-		    unsigned *levelp)
+/*
+ * The walker's descent: from the root, one entry per level, until the
+ * last level or a huge leaf. @gpa must be inside the geometry's space.
+ * Return: the leaf's address, its value in *@ep and its level in *@levelp.
+ */
+static ALWAYS_INLINE gpamm_pte_t *hw_descend(const struct gpamm_vm *vm, uint64_t gpa,
+					     gpamm_pte_t *ep, unsigned *levelp)
 {
 	const struct gpamm_geom *g = &vm->geom;
 	const uint64_t mask = g->entries - 1u;
 	const unsigned bits = g->bits_per_level, top = g->levels - 1u;
-	gpamm_pte_t *table, *ptep, e;
-	unsigned level, shift;
+	gpamm_pte_t *table = vm->pgt.root, *ptep, e;
+	unsigned level, shift = g->shift[top];
 
-	if (unlikely(gpa >> g->gpa_bits))
-		return false;
-again:
-	table = vm->pgt.root;
-	shift = g->shift[top];
 	for (level = top;; level--, shift -= bits) {
 		ptep = &table[(gpa >> shift) & mask];
 		e = pte_read_acquire(ptep);
@@ -169,6 +169,60 @@ again:
 			break;
 		table = (gpamm_pte_t *)(uintptr_t)e;
 	}
+	*ep = e;
+	*levelp = level;
+	return ptep;
+}
+
+/*
+ * The descent for one layout with its shifts as constants: the walk of a
+ * refill keeps only the address, the table and the entry in registers.
+ * Return: the base-level entry, or 0 (an entry no access can use) when
+ * the walk ends at a huge leaf.
+ */
+static ALWAYS_INLINE gpamm_pte_t hw_descend_base_k(const gpamm_pte_t *root, uint64_t gpa,
+						   unsigned ps, unsigned levels)
+{
+	const unsigned bits = ps - 3;
+	const uint64_t mask = (1ULL << bits) - 1;
+	const gpamm_pte_t *table = root;
+	gpamm_pte_t e;
+
+#pragma GCC unroll 4
+	for (unsigned level = levels - 1; level > 0; level--) {
+		e = pte_read_acquire(&table[(gpa >> (ps + level * bits)) & mask]);
+		if (e & GPAMM_PTE_HUGE)
+			return 0;
+		table = (const gpamm_pte_t *)(uintptr_t)e;
+	}
+	return pte_read_acquire(&table[(gpa >> ps) & mask]);
+}
+
+/* hw_descend_base_k() for the VM's layout (gpamm_geom_layouts[] order). */
+static ALWAYS_INLINE gpamm_pte_t hw_descend_base(const struct gpamm_vm *vm, uint64_t gpa)
+{
+	const gpamm_pte_t *root = vm->pgt.root;
+
+	switch (vm->layout) {
+	case 0: return hw_descend_base_k(root, gpa, 12, 3);
+	case 1: return hw_descend_base_k(root, gpa, 12, 4);
+	case 2: return hw_descend_base_k(root, gpa, 14, 2);
+	case 3: return hw_descend_base_k(root, gpa, 14, 3);
+	case 4: return hw_descend_base_k(root, gpa, 16, 2);
+	default: return hw_descend_base_k(root, gpa, 16, 3);
+	}
+}
+
+static bool hw_walk(struct gpamm_vm *vm, uint64_t gpa, bool write, gpamm_pte_t *out,
+		    unsigned *levelp)
+{
+	gpamm_pte_t *ptep, e;
+	unsigned level;
+
+	if (unlikely(gpa >> vm->geom.gpa_bits))
+		return false;
+again:
+	ptep = hw_descend(vm, gpa, &e, &level);
 	if (!(e & GPAMM_PTE_VALID))
 		return false;
 	if (write && !(e & GPAMM_PTE_DIRTY)) {
@@ -433,24 +487,95 @@ static ALWAYS_INLINE uint64_t access_load(struct gpamm_vcpu *v, uint64_t gpa, un
 	return access_slow(v, gpa, len, false, 0);
 }
 
-/* The workloads' 8-aligned accesses, with the front copy kept by the loop. */
-static ALWAYS_INLINE void wl_store8(struct gpamm_vcpu *v, struct front *f, uint64_t gpa,
-				    uint64_t val)
+/* Add the misses a workload loop counted to the statistics. */
+static ALWAYS_INLINE void wl_flush_misses(struct gpamm_vcpu *v, uint64_t *misses)
 {
+	if (*misses) {
+		__atomic_store_n(&v->st_tlb_misses, v->st_tlb_misses + *misses, __ATOMIC_RELAXED);
+		*misses = 0;
+	}
+}
+
+/*
+ * The workload loops' refill of a front miss, inline and with as few
+ * stores as it can (each store of a miss holds a store-buffer slot while
+ * the access's own store waits for memory): STLB probe, else the walk and
+ * a base-page fill (two stores). The new front goes to the loop's copy
+ * only; the TLB's own front keeps an older page, which is as valid (every
+ * flush clears it and reaches the loop as a request first). Misses are
+ * counted in the loop and added to the statistics when it ends or leaves
+ * for the slow path. Anything else -- checking mode, a pending request,
+ * huge entries, a leaf that would fault, a host whose frames are not
+ * linear -- returns NULL for access_slow().
+ */
+static ALWAYS_INLINE uint8_t *wl_refill(struct gpamm_vcpu *v, struct front *f, uint64_t gpa,
+					bool write, uint64_t *misses)
+{
+	struct gpamm_vm *vm = v->vm;
+	struct tlb *t = &v->tlb;
+	const struct tlb_entry *te;
+	gpamm_pte_t e;
+	uint64_t tag, page;
+	uint8_t *hptr;
+
+	/* Computed here, not shared with the hit test: shared, the compiler
+	 * keeps it on the stack, a store on every hit. */
+	__asm__("" : "+r"(gpa));
+	page = gpa & f->pm;
+
+	if (unlikely(!v->fast_refill | !!t->mtlb_nr |
+		     !!atomic_load_explicit(&v->requests, memory_order_relaxed)))
+		return NULL;
+	te = tlb_probe(t, gpa, write);
+	if (te) {
+		tag = te->tag;
+		hptr = te->hptr;
+	} else {
+		if (unlikely(gpa >> vm->geom.gpa_bits))
+			return NULL;
+		e = hw_descend_base(vm, gpa);
+		if (unlikely(!(e & GPAMM_PTE_VALID) || (write && !(e & GPAMM_PTE_DIRTY))))
+			return NULL;
+		hptr = (uint8_t *)(uintptr_t)((intptr_t)(gpamm_pte_pfn(e, vm->geom.page_shift)
+							  << vm->geom.page_shift) +
+					      vm->host->pfn_linear_off);
+		tag = tlb_fill_entry(t, gpa, hptr, e & GPAMM_PTE_DIRTY);
+		(*misses)++;
+	}
+	f->rb = page;
+	f->wb = (tag & TLBT_WRITE) ? page : 1;
+	f->d = (intptr_t)hptr - (intptr_t)page;
+	return front_ptr(f, gpa);
+}
+
+/* The workload loops' 8-aligned accesses, with the front copy kept by the loop. */
+static ALWAYS_INLINE void wl_store8(struct gpamm_vcpu *v, struct front *f, uint64_t gpa,
+				    uint64_t val, uint64_t *misses)
+{
+	uint8_t *p;
+
 	if (likely(front_ok(v, f, gpa, true))) {
 		*(uint64_t *)front_ptr(f, gpa) = val;
+	} else if (likely((p = wl_refill(v, f, gpa, true, misses)) != NULL)) {
+		*(uint64_t *)p = val;
 	} else {
+		wl_flush_misses(v, misses);
 		access_slow(v, gpa, 8, true, val);
 		front_load(v, f);
 	}
 }
 
-static ALWAYS_INLINE uint64_t wl_load8(struct gpamm_vcpu *v, struct front *f, uint64_t gpa)
+static ALWAYS_INLINE uint64_t wl_load8(struct gpamm_vcpu *v, struct front *f, uint64_t gpa,
+				       uint64_t *misses)
 {
+	const uint8_t *p;
 	uint64_t val;
 
 	if (likely(front_ok(v, f, gpa, false)))
 		return *(const uint64_t *)front_ptr(f, gpa);
+	if (likely((p = wl_refill(v, f, gpa, false, misses)) != NULL))
+		return *(const uint64_t *)p;
+	wl_flush_misses(v, misses);
 	val = access_slow(v, gpa, 8, false, 0);
 	front_load(v, f);
 	return val;
@@ -544,6 +669,15 @@ static inline uint64_t wl_rand(uint64_t *s)
 }
 
 /*
+ * A random value below @n from the high bits of @r: a multiply, not a
+ * division (a 64-bit division costs more than the rest of a TLB hit).
+ */
+static inline uint64_t wl_below(uint64_t r, uint64_t n)
+{
+	return (uint64_t)(((unsigned __int128)r * n) >> 64);
+}
+
+/*
  * One pass of the workload. The common shapes (all stores, all loads, at
  * 8-byte aligned addresses) get loops of their own, with the counters in
  * locals, so that what is measured is the access and not the workload.
@@ -554,27 +688,33 @@ static ALWAYS_INLINE void wl_pass(struct gpamm_vcpu *v, const struct gpamm_workl
 {
 	const uint64_t base = w->gpa, tag = pass << 48;
 	const unsigned pct = w->write_percent;
-	const uint64_t end = base + n * stride;
-	uint64_t s = *seed, wr = 0, sum = 0;
+	uint64_t s = *seed, wr = 0, sum = 0, misses = 0;
 	struct front f;
 
+	/* As few values live across the loop as possible: every one that does
+	 * not fit in a register is a store on the miss path. */
 	front_load(v, &f);
-#pragma GCC unroll 2
-	for (uint64_t gpa = base; gpa < end; gpa += stride) {
-		uint64_t at = random ? base + (wl_rand(&s) % n) * stride : gpa;
+	/* sequential: the address is the loop variable; random: a count */
+	for (uint64_t gpa = base, i = 0; random ? i < n : gpa < base + n * stride;
+	     random ? i++ : (gpa += stride)) {
+		uint64_t at = random ? base + wl_below(wl_rand(&s), n) * stride : gpa;
 		bool write = kind == 1 ? true : kind == 0 ? false : wl_rand(&s) % 100 < pct;
 
 		/* kind 0 and 1: the caller made sure every address is 8-aligned */
 		if (kind == 1)
-			wl_store8(v, &f, at, at ^ tag);
+			wl_store8(v, &f, at, at ^ tag, &misses);
 		else if (kind == 0)
-			sum += wl_load8(v, &f, at);
+			sum += wl_load8(v, &f, at, &misses);
 		else if (write)
 			gpamm_guest_write(v, at, 1, at ^ tag);
 		else
 			(void)gpamm_guest_read(v, at, 1);
-		wr += write;
+		if (kind < 0)
+			wr += write;
 	}
+	if (kind == 1)
+		wr = n;
+	wl_flush_misses(v, &misses);
 	*seed = s;
 	*writes += wr;
 	__asm__ __volatile__("" : : "r"(sum)); /* the loads are real */
@@ -643,6 +783,7 @@ int gpamm_vcpu_create(struct gpamm_vm *vm, unsigned id, struct gpamm_vcpu **out)
 	v->id = id;
 	v->checking = vm->host->checking && vm->host->ops->check_access;
 	v->tlb.checking = v->checking;
+	v->fast_refill = !v->checking && vm->host->pfn_linear;
 	gpamm_memcache_init(&v->mc, &vm->mm);
 	if (gpamm_dirty_ring_alloc(v)) {
 		free(v);

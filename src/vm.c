@@ -33,6 +33,9 @@ int gpamm_vm_create(const struct gpamm_vm_config *cfg, struct gpamm_vm **out)
 	r = gpamm_geom_init(&vm->geom, ps, levels);
 	if (r)
 		goto err_free;
+	for (unsigned i = 0; i < 6; i++)
+		if (gpamm_geom_layouts[i][0] == ps && gpamm_geom_layouts[i][1] == levels)
+			vm->layout = i;
 	vm->host = cfg->host;
 	vm->flags = cfg->flags;
 	vm->max_vcpus = maxv;

@@ -135,6 +135,7 @@ struct gpamm_vcpu {
 	struct gpamm_vm *vm;
 	unsigned id;
 	bool checking;
+	bool fast_refill; /* the workload loops may refill inline (wl_refill) */
 	_Atomic uint32_t mode;
 	_Atomic uint32_t requests;
 	struct tlb tlb;
@@ -164,6 +165,7 @@ struct gpamm_vcpu {
 
 struct gpamm_vm {
 	struct gpamm_geom geom;
+	unsigned layout; /* index of the geometry in gpamm_geom_layouts[] */
 	struct gpamm_host *host;
 	unsigned flags;
 	struct gpamm_tpool *tpool;
@@ -277,9 +279,12 @@ static ALWAYS_INLINE unsigned tlb_pick_way(const struct tlb_entry *row, uint64_t
 	return (unsigned)((vpn >> 9) ^ (vpn >> 11) ^ (vpn >> 13)) & (TLB_WAYS - 1);
 }
 
-/* Fill a base-page entry (outside checking mode); returns the host address of @gpa. */
-static ALWAYS_INLINE uint8_t *tlb_fill_base(struct tlb *t, uint64_t gpa, uint8_t *hptr,
-					    bool writable)
+/*
+ * Put a base-page entry in its set (outside checking mode), without
+ * touching the front cache. Return: the entry's tag.
+ */
+static ALWAYS_INLINE uint64_t tlb_fill_entry(struct tlb *t, uint64_t gpa, uint8_t *hptr,
+					     bool writable)
 {
 	uint64_t vpn = gpa >> t->page_shift;
 	uint64_t tag = tlb_tag(vpn) | (writable ? TLBT_WRITE : 0);
@@ -288,30 +293,46 @@ static ALWAYS_INLINE uint8_t *tlb_fill_base(struct tlb *t, uint64_t gpa, uint8_t
 
 	row[way].tag = tag;
 	row[way].hptr = hptr;
-	tlb_front_set(t, gpa, tag, hptr);
+	return tag;
+}
+
+/* Fill a base-page entry and the front; returns the host address of @gpa. */
+static ALWAYS_INLINE uint8_t *tlb_fill_base(struct tlb *t, uint64_t gpa, uint8_t *hptr,
+					    bool writable)
+{
+	tlb_front_set(t, gpa, tlb_fill_entry(t, gpa, hptr, writable), hptr);
 	return hptr + (gpa & ~t->pmask);
+}
+
+/*
+ * The STLB entry that serves an access at @gpa (for a store, one with D),
+ * or NULL. Looks at neither the front cache nor the MTLB.
+ */
+static ALWAYS_INLINE const struct tlb_entry *tlb_probe(const struct tlb *t, uint64_t gpa,
+						       bool write)
+{
+	const uint64_t ign = write ? 0 : TLBT_WRITE; /* a load does not need D */
+	uint64_t vpn = gpa >> t->page_shift, want = tlb_tag(vpn) | TLBT_WRITE;
+	const struct tlb_entry *row = t->set[vpn & (TLB_SETS - 1)];
+
+	for (unsigned w = 0; w < TLB_WAYS; w++)
+		if ((row[w].tag | ign) == want)
+			return &row[w];
+	return NULL;
 }
 
 static ALWAYS_INLINE uint8_t *tlb_lookup(struct tlb *t, uint64_t gpa, bool write)
 {
-	const uint64_t ign = write ? 0 : TLBT_WRITE; /* a load does not need D */
-	uint64_t page = gpa & t->pmask;
-	struct tlb_entry *row;
-	uint64_t vpn, want;
+	const struct tlb_entry *e;
 
-	if (likely(page == (write ? t->wbase : t->rbase)))
+	if (likely((gpa & t->pmask) == (write ? t->wbase : t->rbase)))
 		return (uint8_t *)(uintptr_t)((intptr_t)gpa + t->front_delta);
 	if (unlikely(t->checking))
 		return NULL; /* the front cache is never set in checking mode */
-	vpn = gpa >> t->page_shift;
-	want = tlb_tag(vpn) | TLBT_WRITE;
-	row = t->set[vpn & (TLB_SETS - 1)];
-	for (unsigned w = 0; w < TLB_WAYS; w++) {
-		uint64_t et = row[w].tag;
-		if ((et | ign) == want) {
-			tlb_front_set(t, gpa, et, row[w].hptr);
-			return row[w].hptr + (gpa & ~t->pmask);
-		}
+	e = tlb_probe(t, gpa, write);
+	if (e) {
+		tlb_front_set(t, gpa, e->tag, e->hptr);
+		return e->hptr + (gpa & ~t->pmask);
 	}
 	if (unlikely(t->mtlb_nr))
 		return tlb_lookup_slow(t, gpa, write, NULL, NULL);
