@@ -41,7 +41,7 @@ void gpamm_memslots_destroy(struct gpamm_vm *vm)
 	struct gpamm_memslots *set = atomic_load(&vm->slots);
 
 	for (uint32_t i = 0; set && i < set->nr; i++) {
-		free(set->by_gfn[i]->dirty_bitmap);
+		free(set->by_gfn[i]->bitmap_mem);
 		free(set->by_gfn[i]);
 	}
 	free(set);
@@ -244,7 +244,7 @@ int gpamm_vm_set_memory_region(struct gpamm_vm *vm,
 		publish(vm, fin);
 		vm->by_id[r->slot] = NULL;
 		free(inval);
-		free(old->dirty_bitmap);
+		free(old->bitmap_mem);
 		free(old);
 		goto out;
 	}
@@ -277,21 +277,33 @@ int gpamm_vm_set_memory_region(struct gpamm_vm *vm,
 	new->base_gfn = base_gfn;
 	new->npages = npages;
 	new->userspace_addr = r->userspace_addr;
-	/* Bitmap mode: a logging slot has a bitmap (read-only ones too, always
-	 * clear); it moves with the slot's copies while logging stays on. */
-	if ((r->flags & GPAMM_MEM_LOG_DIRTY_PAGES) && !vm->dirty_ring_size) {
+	/*
+	 * Bitmap mode: the bitmap's storage comes with the slot (one bit per
+	 * page), so that turning logging on allocates nothing, cannot fail
+	 * and costs a pass over the bitmap only. A logging slot points at it
+	 * (read-only ones too, always clear); its bits carry over while
+	 * logging stays on, and start clear (or all set, INITIALLY_SET) when
+	 * logging is turned on.
+	 */
+	new->bitmap_mem = old ? old->bitmap_mem : NULL;
+	if (!new->bitmap_mem && !vm->dirty_ring_size) {
+		new->bitmap_mem = bitmap_alloc(npages);
+		if (!new->bitmap_mem) {
+			free(new);
+			ret = -ENOMEM;
+			goto out;
+		}
+	}
+	if ((r->flags & GPAMM_MEM_LOG_DIRTY_PAGES) && new->bitmap_mem && !vm->dirty_ring_size) {
 		if (old && old->dirty_bitmap) {
 			new->dirty_bitmap = old->dirty_bitmap;
 		} else {
-			new->dirty_bitmap = bitmap_alloc(npages);
-			if (!new->dirty_bitmap) {
-				free(new);
-				ret = -ENOMEM;
-				goto out;
-			}
+			new->dirty_bitmap = new->bitmap_mem;
 			if ((vm->dirty_log_flags & GPAMM_DIRTY_LOG_INITIALLY_SET) &&
 			    !(r->flags & GPAMM_MEM_READONLY))
 				bitmap_set_all(new->dirty_bitmap, npages);
+			else if (old)
+				memset(new->dirty_bitmap, 0, (npages + 63) / 64 * sizeof(uint64_t));
 		}
 	}
 
@@ -327,8 +339,6 @@ int gpamm_vm_set_memory_region(struct gpamm_vm *vm,
 			publish(vm, fin);
 		}
 		free(inval);
-		if (old->dirty_bitmap != new->dirty_bitmap)
-			free(old->dirty_bitmap);
 		free(old);
 	} else {
 		/* FLAGS_ONLY */
@@ -343,16 +353,14 @@ int gpamm_vm_set_memory_region(struct gpamm_vm *vm,
 		if (log_on && !(new->flags & GPAMM_MEM_READONLY) &&
 		    !(new->dirty_bitmap && (vm->dirty_log_flags & GPAMM_DIRTY_LOG_INITIALLY_SET)))
 			gpamm_mmu_wrprotect_gfn_range(vm, new->base_gfn, new->npages);
-		if (old->dirty_bitmap != new->dirty_bitmap)
-			free(old->dirty_bitmap);
 		free(old);
 	}
 	vm->by_id[r->slot] = new;
 	goto out;
 
 nomem:
-	if (!old || old->dirty_bitmap != new->dirty_bitmap)
-		free(new->dirty_bitmap);
+	if (!old)
+		free(new->bitmap_mem);
 	free(new);
 	ret = -ENOMEM;
 out:

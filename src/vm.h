@@ -25,7 +25,9 @@ struct gpamm_memslot {
 	uint64_t base_gfn;
 	uint64_t npages;
 	uint64_t userspace_addr;
-	uint64_t *dirty_bitmap;  /* one bit per page while logging (shared by copies of the slot) */
+	uint64_t *dirty_bitmap;  /* one bit per page while logging, else NULL */
+	uint64_t *bitmap_mem;    /* its storage: allocated with the slot (bitmap mode),
+				  * shared by every copy of the slot, freed on DELETE */
 };
 
 /*

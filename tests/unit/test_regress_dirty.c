@@ -17,6 +17,9 @@
  *       without DIRTY is made dirty by the PTW walker without a fault, so
  *       that write is never logged.
  * §7.8  read-only slots and INITIALLY_SET ignored by dirty logging.
+ * (and) a slot's bitmap storage lives as long as the slot, so a second
+ *       logging period must start from a clean (or, INITIALLY_SET, a full)
+ *       bitmap, never from the bits the first period left.
  * §7.9  inclusive ends: host unmap and aging touched one page too many and
  *       test_young looked at the first page only; the same at VM level
  *       (gpamm_vm_mark_idle / gpamm_vm_test_young).
@@ -481,6 +484,54 @@ static void test_7_8_initially_set(void)
 	env_destroy(&e);
 }
 
+/*
+ * Logging on, pages dirtied, logging off, more writes, logging on again:
+ * the second period reports nothing old (classic and manual), or every
+ * page (INITIALLY_SET); writes while logging was off are never reported.
+ */
+static void relog_case(unsigned manual)
+{
+	struct env e;
+	const uint64_t G = 0x5000000;
+	const unsigned N = 48;
+	const uint64_t all = (1ULL << N) - 1;
+	bool init_set = manual & GPAMM_DIRTY_LOG_INITIALLY_SET;
+	uint64_t hva, bm[1];
+
+	env_create(&e, 0, manual, 0);
+	hva = env_slot(&e, 0, G, N, 0);
+	for (unsigned i = 0; i < N; i++)
+		g_write(&e, G + i * PSZ, i);
+	set_flags(&e, 0, G, N, hva, GPAMM_MEM_LOG_DIRTY_PAGES);
+	if (init_set) { /* protect everything first, as a VMM does */
+		bm[0] = all;
+		ASSERT_EQ_INT(gpamm_vm_clear_dirty_log(e.vm, 0, 0, N, bm), 0);
+	}
+	for (unsigned i = 0; i < N; i += 3)
+		g_write(&e, G + i * PSZ, 1000 + i);
+	/* first period: exactly the pages written (not collected on purpose) */
+	set_flags(&e, 0, G, N, hva, 0);
+	for (unsigned i = 1; i < N; i += 3)
+		g_write(&e, G + i * PSZ, 2000 + i); /* not logging */
+	set_flags(&e, 0, G, N, hva, GPAMM_MEM_LOG_DIRTY_PAGES);
+	ASSERT_EQ(get_log(&e, 0), init_set ? all : 0);
+	if (manual) {
+		bm[0] = all;
+		ASSERT_EQ_INT(gpamm_vm_clear_dirty_log(e.vm, 0, 0, N, bm), 0);
+	}
+	g_write(&e, G + 5 * PSZ, 5);
+	ASSERT_EQ(get_log(&e, 0), 1ULL << 5);
+	ASSERT_EQ(h_read(&e, hva + 4 * PSZ), 2004);
+	env_destroy(&e);
+}
+
+static void test_relog_starts_clean(void)
+{
+	relog_case(0);
+	relog_case(GPAMM_DIRTY_LOG_MANUAL_PROTECT_ENABLE);
+	relog_case(GPAMM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | GPAMM_DIRTY_LOG_INITIALLY_SET);
+}
+
 /* ---- §7.9 ----------------------------------------------------------------- */
 
 #define P79 16
@@ -657,6 +708,7 @@ int main(int argc, char **argv)
 	TEST(test_7_7_ptw_read_then_write_logged);
 	TEST(test_7_8_readonly_slot_logging);
 	TEST(test_7_8_initially_set);
+	TEST(test_relog_starts_clean);
 	TEST(test_7_9_host_aging_exclusive_end);
 	TEST(test_7_9_vm_mark_idle_test_young);
 	return tap_done();
