@@ -4,6 +4,7 @@
 #   make test       build and run every test
 #   make bench      benchmarks (print figures and ratios)
 #   make check-asan the tests under ASan + UBSan + LSan
+#   make man        the manual page, docs/gpamm.1 (man, mandoc or groff)
 #   make help       this list
 
 BUILD   ?= build
@@ -41,12 +42,15 @@ TEST_SRCS  := $(wildcard tests/unit/*.c tests/model/*.c tests/stress/*.c)
 TEST_BINS  := $(patsubst %.c,$(BUILD)/%,$(TEST_SRCS))
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCH_BINS := $(patsubst %.c,$(BUILD)/%,$(BENCH_SRCS))
+# Measurement kernels: linked into every bench program and into the CLI.
+BLIB_SRCS  := $(wildcard bench/lib/*.c)
+BLIB_OBJS  := $(BLIB_SRCS:%.c=$(BUILD)/%.o)
 
 LIB_A  := $(BUILD)/libgpamm.a
 LIB_SO := $(BUILD)/libgpamm.so
 CLI    := $(BUILD)/gpamm
 
-.PHONY: all run test bench check-asan help clean deps tests benches
+.PHONY: all run test bench check-asan help clean deps tests benches man
 all: $(LIB_A) $(LIB_SO) $(CLI)
 
 # Missing packages are installed (as root) or named, once per build tree.
@@ -68,16 +72,17 @@ $(LIB_A): $(LIB_OBJS)
 $(LIB_SO): $(LIB_OBJS)
 	$(CC) -shared $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(CLI): $(CLI_OBJS) $(LIB_A)
-	$(CC) $(ALL_CFLAGS) -o $@ $(CLI_OBJS) $(LIB_A) $(LDLIBS)
+$(CLI_OBJS): CPPFLAGS += -Ibench
+$(CLI): $(CLI_OBJS) $(BLIB_OBJS) $(LIB_A)
+	$(CC) $(ALL_CFLAGS) -o $@ $(CLI_OBJS) $(BLIB_OBJS) $(LIB_A) $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c $(HARN_OBJS) $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -Itests $(ALL_CFLAGS) -MMD -MP -o $@ $< $(HARN_OBJS) $(LIB_A) $(LDLIBS)
 
-$(BUILD)/bench/%: bench/%.c $(LIB_A)
+$(BUILD)/bench/%: bench/%.c $(BLIB_OBJS) $(LIB_A)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -MMD -MP -o $@ $< $(LIB_A) $(LDLIBS)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -MMD -MP -o $@ $< $(BLIB_OBJS) $(LIB_A) $(LDLIBS)
 
 tests: $(TEST_BINS)
 benches: $(BENCH_BINS)
@@ -98,8 +103,15 @@ bench: all benches
 check-asan:
 	$(MAKE) BUILD=build-asan SAN=1 OPT=-O1 test
 
+# Whichever formatter is here; nothing is built or installed.
+man:
+	@if command -v man >/dev/null 2>&1; then man -l docs/gpamm.1; \
+	elif command -v mandoc >/dev/null 2>&1; then mandoc -man docs/gpamm.1 | $${PAGER:-less}; \
+	elif command -v groff >/dev/null 2>&1; then groff -man -t -Tutf8 docs/gpamm.1 | $${PAGER:-less -R}; \
+	else echo "make man: no man, mandoc or groff here; read docs/gpamm.1 or docs/cli.md"; fi
+
 help:
-	@sed -n '2,8s/^# //p' Makefile
+	@sed -n '2,9s/^# //p' Makefile
 
 clean:
 	rm -rf $(BUILD) build-asan

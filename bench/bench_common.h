@@ -1,5 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* What every benchmark here needs: a clock, a median, and staying on one CPU. */
+/*
+ * What every benchmark needs: a clock, a median, and staying on one CPU.
+ * The bench programs, the measurement kernels in bench/lib/ and the
+ * "gpamm bench" command all take them from here.
+ */
 #ifndef GPAMM_BENCH_COMMON_H
 #define GPAMM_BENCH_COMMON_H
 
@@ -28,22 +32,28 @@ static inline double median(double *v, int n)
 }
 
 /*
- * Stay on the CPU we run on (a VM's CPUs can differ 2x in speed; a move in
- * the middle of a run would mix both into one median). @saved, if not NULL,
- * gets the affinity to restore. Return: the CPU, or -1 if it cannot pin.
+ * Stay on CPU @cpu (a VM's CPUs can differ 2x in speed; a move in the
+ * middle of a run would mix both into one median). @saved, if not NULL,
+ * gets the affinity to restore. Return: @cpu, or -1 if it cannot pin
+ * (then the thread runs where it did).
  */
-static inline int bench_pin_here(cpu_set_t *saved)
+static inline int bench_pin_cpu(int cpu, cpu_set_t *saved)
 {
 	cpu_set_t one;
-	int cpu = sched_getcpu();
 
 	if (saved)
 		sched_getaffinity(0, sizeof(*saved), saved);
-	if (cpu < 0)
+	if (cpu < 0 || cpu >= CPU_SETSIZE)
 		return -1;
 	CPU_ZERO(&one);
 	CPU_SET(cpu, &one);
 	return sched_setaffinity(0, sizeof(one), &one) ? -1 : cpu;
+}
+
+/* Stay on the CPU we run on; as bench_pin_cpu(). */
+static inline int bench_pin_here(cpu_set_t *saved)
+{
+	return bench_pin_cpu(sched_getcpu(), saved);
 }
 
 #endif

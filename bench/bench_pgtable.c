@@ -15,20 +15,21 @@
  * stays steady when a shared machine slows down for a while. Targets are
  * reported PASS/MISS, but a miss never fails the run: this is a
  * measurement, not a timed test. A wrong result (a count that does not
- * match) does fail it, since then the figures mean nothing.
+ * match) does fail it, since then the figures mean nothing. The timed
+ * operations are the kernels of lib/kernels_pgtable.c, the same that
+ * "gpamm bench pgtable" runs.
  */
 #include <errno.h>
-#include <sched.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bench_common.h"
 #include "gpamm/geom.h"
 #include "gpamm/pgtable.h"
-#include "gpamm/pte.h"
+#include "lib/kernels_pgtable.h"
 
 #define MIN_REPS      7
 #define GIB           (1ULL << 30)
@@ -37,14 +38,6 @@
 #define QUICK_LOOKUPS (1u << 16)
 #define RNG_SEED      0x6770616d6d2d6265ULL
 #define NOISY         1.25 /* max/min spread that makes a figure worth a note */
-
-/* A write-faulted, cached, writable page: what most of guest RAM looks like. */
-#define PROT_DIRTY (GPAMM_PTE_PRESENT | GPAMM_PTE_VALID | GPAMM_PTE_MAT_CC | \
-		    GPAMM_PTE_WR_MARKER | GPAMM_PTE_WRITEABLE)
-#define PFN_BASE   0x1000ULL
-
-/* Keeps the compiler from dropping computed results. */
-static volatile uint64_t sink;
 
 enum fig_id { F_MAP, F_LOOKUP, F_MKCLEAN, F_MASK, F_FLUSH, F_LIMIT, F_LIMIT_VEC, NR_FIGS };
 enum target_kind { TGT_NONE, TGT_NS, TGT_LIMIT };
@@ -75,49 +68,6 @@ struct result {
 	double ratio[NR_FIGS];	/* median of the per-repetition ratios to the limit */
 };
 
-struct bench {
-	struct gpamm_geom g;
-	struct gpamm_tpool *pool;
-	struct gpamm_mm_ops mm;
-	struct gpamm_memcache mc;
-	struct gpamm_pgt pgt;
-	uint64_t pages, bytes;
-	unsigned shift, reps;
-	uint64_t *gpas;		/* random lookup addresses */
-	uint64_t nr_lookups;
-	uint64_t *words;	/* the limit's array: one word per page */
-};
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
-static double median(double *v, unsigned n)
-{
-	qsort(v, n, sizeof(*v), cmp_double);
-	return n & 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-static uint64_t splitmix64(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
 static void fail(const char *what, uint64_t got, uint64_t want)
 {
 	fprintf(stderr, "bench_pgtable: %s: got %llu, expected %llu\n", what,
@@ -125,144 +75,14 @@ static void fail(const char *what, uint64_t got, uint64_t want)
 	exit(1);
 }
 
-/*
- * Map every page as a fault does: top up (a no-op unless a table was
- * taken), then map. Both calls are what a vCPU pays per fault, so both
- * are inside the timed region. Return: the elapsed ns.
- */
-static uint64_t map_all(struct bench *b)
+/* A kernel that returned a wrong count: the figures would mean nothing. */
+static double must(const struct bk_pgt *b, double ns)
 {
-	unsigned need = gpamm_pgt_map_pages(&b->pgt);
-	uint64_t i, t0, t1;
-	int err = 0;
-
-	t0 = now_ns();
-	for (i = 0; i < b->pages; i++) {
-		err |= gpamm_memcache_topup(&b->mc, need);
-		err |= gpamm_pgt_map(&b->pgt, i << b->shift, 0,
-				     gpamm_pte_mk(PFN_BASE + i, b->shift, PROT_DIRTY),
-				     &b->mc) != 1;
+	if (ns < 0) {
+		fprintf(stderr, "bench_pgtable: %s\n", b->err);
+		exit(1);
 	}
-	t1 = now_ns();
-	if (err)
-		fail("map: a map did not install its page", 1, 0);
-	return t1 - t0;
-}
-
-/*
- * Make every page dirty again the way guest writes between two log rounds
- * do: through the fast fault path's mkdirty (an atomic update per page).
- */
-static void redirty_all(struct bench *b)
-{
-	uint64_t i;
-
-	for (i = 0; i < b->pages; i++)
-		if (gpamm_pgt_mkdirty(&b->pgt, i << b->shift, NULL) != 1)
-			fail("mkdirty before a timed mkclean", 0, 1);
-}
-
-static double time_lookups(struct bench *b)
-{
-	const uint64_t *gpas = b->gpas;
-	const uint64_t n = b->nr_lookups;
-	uint64_t i, t0, t1, sum = 0;
-
-	t0 = now_ns();
-	for (i = 0; i < n; i++)
-		sum += gpamm_pgt_lookup(&b->pgt, gpas[i], NULL);
-	t1 = now_ns();
-	sink = sum;
-	if (!sum)
-		fail("lookup: nothing found", 0, 1);
-	return (double)(t1 - t0) / (double)n;
-}
-
-static double time_mkclean_range(struct bench *b)
-{
-	uint64_t n, t0, t1;
-
-	redirty_all(b);
-	t0 = now_ns();
-	n = gpamm_pgt_mkclean_range(&b->pgt, 0, b->bytes);
-	t1 = now_ns();
-	if (n != b->pages)
-		fail("mkclean_range: entries changed", n, b->pages);
-	return (double)(t1 - t0) / (double)b->pages;
-}
-
-/* KVM_CLEAR_DIRTY_LOG's arch hook, once per 64-page word of the bitmap. */
-static double time_mkclean_mask(struct bench *b)
-{
-	const uint64_t groups = b->pages / 64;
-	uint64_t g, n = 0, t0, t1;
-
-	redirty_all(b);
-	t0 = now_ns();
-	for (g = 0; g < groups; g++)
-		n += gpamm_pgt_mkclean_mask(&b->pgt, g * 64, ~0ULL);
-	t1 = now_ns();
-	if (n != groups * 64)
-		fail("mkclean_mask: entries changed", n, groups * 64);
-	return (double)(t1 - t0) / (double)(groups * 64);
-}
-
-/*
- * The limit: one pass over one 8-byte word per page, clearing a bit in
- * each, word by word, as the table operations must (entries are read and
- * written as whole 64-bit atomics). The same pass as the compiler
- * vectorises it is timed too and printed beside it, for information.
- */
-static __attribute__((noinline, optimize("no-tree-vectorize"))) void
-clear_bit_scalar(uint64_t *w, uint64_t n)
-{
-	for (uint64_t i = 0; i < n; i++)
-		w[i] &= ~GPAMM_PTE_DIRTY;
-	__asm__ volatile("" : : "r"(w) : "memory");
-}
-
-static __attribute__((noinline)) void clear_bit_simd(uint64_t *w, uint64_t n)
-{
-	for (uint64_t i = 0; i < n; i++)
-		w[i] &= ~GPAMM_PTE_DIRTY;
-	__asm__ volatile("" : : "r"(w) : "memory");
-}
-
-static double time_limit_with(struct bench *b, void (*pass)(uint64_t *, uint64_t))
-{
-	uint64_t *w = b->words;
-	const uint64_t n = b->pages; /* a local: the stores cannot alias it */
-	uint64_t i, t0, t1;
-
-	for (i = 0; i < n; i++)
-		w[i] = PROT_DIRTY;
-	t0 = now_ns();
-	pass(w, n);
-	t1 = now_ns();
-	return (double)(t1 - t0) / (double)n;
-}
-
-static double time_limit(struct bench *b)
-{
-	return time_limit_with(b, clear_bit_scalar);
-}
-
-/* Memslot delete: clear, unlink the emptied tables, free them after the "TLB flush". */
-static double time_flush(struct bench *b)
-{
-	struct gpamm_pgt_freelist fl = { NULL, 0 };
-	uint64_t n, t0, t1;
-
-	t0 = now_ns();
-	n = gpamm_pgt_flush_range(&b->pgt, 0, b->bytes, &fl);
-	gpamm_pgt_free_deferred(&b->pgt, &fl);
-	t1 = now_ns();
-	if (n != b->pages)
-		fail("flush_range: entries cleared", n, b->pages);
-	if (gpamm_pgt_live_tables(&b->pgt) != 1)
-		fail("flush_range: tables left besides the root",
-		     gpamm_pgt_live_tables(&b->pgt), 1);
-	return (double)(t1 - t0) / (double)b->pages;
+	return ns;
 }
 
 /*
@@ -276,34 +96,22 @@ static void run_layout(unsigned page_shift, unsigned levels, uint64_t bytes,
 		       unsigned reps, uint64_t nr_lookups, struct result *res)
 {
 	struct gpamm_tpool_stats st;
-	struct bench b;
-	uint64_t i, seed = RNG_SEED;
-	double *v, *ratios;
+	struct bk_pgt b;
+	double *v, *ratios, pages;
 	unsigned r, f;
 
-	memset(&b, 0, sizeof(b));
 	memset(res, 0, sizeof(*res));
-	if (gpamm_geom_init(&b.g, page_shift, levels))
-		fail("gpamm_geom_init", 1, 0);
-	b.shift = page_shift;
-	b.bytes = bytes;
-	b.pages = bytes >> page_shift;
-	b.reps = reps;
-	b.nr_lookups = nr_lookups;
-	b.pool = gpamm_tpool_create(page_shift);
-	b.gpas = malloc(nr_lookups * sizeof(*b.gpas));
-	b.words = malloc(b.pages * sizeof(*b.words));
+	if (bk_pgt_setup(&b, page_shift, levels, bytes, nr_lookups, RNG_SEED)) {
+		fprintf(stderr, "bench_pgtable: %s\n", b.err);
+		exit(1);
+	}
+	pages = (double)b.pages;
 	v = malloc(NR_FIGS * reps * sizeof(*v));
 	ratios = malloc(reps * sizeof(*ratios));
-	if (!b.pool || !b.gpas || !b.words || !v || !ratios) {
+	if (!v || !ratios) {
 		fprintf(stderr, "bench_pgtable: out of memory\n");
 		exit(1);
 	}
-	gpamm_tpool_ops(b.pool, &b.mm);
-	gpamm_memcache_init(&b.mc, &b.mm);
-	/* Any byte of the range: lookups hit every page and every offset. */
-	for (i = 0; i < nr_lookups; i++)
-		b.gpas[i] = splitmix64(&seed) & (bytes - 1);
 
 	res->page_shift = page_shift;
 	res->levels = levels;
@@ -311,28 +119,28 @@ static void run_layout(unsigned page_shift, unsigned levels, uint64_t bytes,
 	res->lookups = nr_lookups;
 
 	for (r = 0; r < reps; r++) {
-		if (gpamm_pgt_init(&b.pgt, &b.g, &b.mm))
-			fail("gpamm_pgt_init", 1, 0);
-		v[F_MAP * reps + r] = (double)map_all(&b) / (double)b.pages;
+		if (bk_pgt_start(&b))
+			must(&b, -1);
+		v[F_MAP * reps + r] = must(&b, bk_pgt_map_all(&b)) / pages;
 		if (r == 0) {
 			gpamm_tpool_stats(b.pool, &st);
 			res->live_tables = gpamm_pgt_live_tables(&b.pgt);
 			res->table_bytes = res->live_tables << page_shift;
 			res->pool_bytes = st.bytes;
 		}
-		v[F_LOOKUP * reps + r] = time_lookups(&b);
+		v[F_LOOKUP * reps + r] = must(&b, bk_pgt_lookups(&b)) / (double)nr_lookups;
 		/*
 		 * An untimed clean first, so that both timed cleans start from
 		 * the dirty-logging steady state: pages cleaned by the previous
 		 * round and dirtied again through the fault path's mkdirty.
 		 */
 		gpamm_pgt_mkclean_range(&b.pgt, 0, b.bytes);
-		v[F_MKCLEAN * reps + r] = time_mkclean_range(&b);
-		v[F_MASK * reps + r] = time_mkclean_mask(&b);
-		v[F_LIMIT * reps + r] = time_limit(&b);
-		v[F_LIMIT_VEC * reps + r] = time_limit_with(&b, clear_bit_simd);
-		v[F_FLUSH * reps + r] = time_flush(&b);
-		gpamm_pgt_destroy(&b.pgt);
+		v[F_MKCLEAN * reps + r] = must(&b, bk_pgt_mkclean_range(&b)) / pages;
+		v[F_MASK * reps + r] = must(&b, bk_pgt_mkclean_mask(&b)) / pages;
+		v[F_LIMIT * reps + r] = bk_pgt_limit(&b) / pages;
+		v[F_LIMIT_VEC * reps + r] = bk_pgt_limit_simd(&b) / pages;
+		v[F_FLUSH * reps + r] = must(&b, bk_pgt_flush_range(&b)) / pages;
+		bk_pgt_stop(&b);
 	}
 
 	for (f = 0; f < NR_FIGS; f++) {
@@ -350,9 +158,7 @@ static void run_layout(unsigned page_shift, unsigned levels, uint64_t bytes,
 	gpamm_tpool_stats(b.pool, &st);
 	if (st.live)
 		fail("table pages live after destroy", st.live, 0);
-	gpamm_tpool_destroy(b.pool);
-	free(b.gpas);
-	free(b.words);
+	bk_pgt_teardown(&b);
 	free(v);
 	free(ratios);
 }
@@ -503,25 +309,6 @@ static void print_json(const struct result *res, unsigned n, uint64_t bytes,
 	       checked, misses);
 }
 
-/*
- * Stay on one CPU for the whole run. On a VM the vCPUs can differ in speed
- * by 2x (a busy host core behind one of them); a migration in the middle
- * of a run would mix both into one median. Which CPU that is stays the
- * caller's choice (taskset); this only stops the scheduler moving us.
- * Return: the CPU, or -1 if pinning is not possible (then we just run).
- */
-static int pin_to_current_cpu(void)
-{
-	cpu_set_t set;
-	int cpu = sched_getcpu();
-
-	if (cpu < 0)
-		return -1;
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	return sched_setaffinity(0, sizeof(set), &set) ? -1 : cpu;
-}
-
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -580,7 +367,7 @@ int main(int argc, char **argv)
 		}
 	}
 
-	cpu = pin_to_current_cpu();
+	cpu = bench_pin_here(NULL);
 	for (i = 0; i < 2; i++) {
 		if (!json)
 			fprintf(stderr, "bench_pgtable: running %uK/%u-level...\n",

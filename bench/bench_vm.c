@@ -9,7 +9,9 @@
  *   TLB-miss access vs native random store    ratio,   target <= 5
  *   memslot lookup with 1..32764 slots        ns,      must grow no faster than log
  *   remote TLB flush with 1, 2, 4, 8 vCPUs    us
- * Options: --quick (smaller sizes), --json.
+ * Options: --quick (smaller sizes), --json. The populate and access loops
+ * are the kernels of lib/kernels_vm.c, the same that "gpamm bench
+ * access_cost" runs.
  */
 #include <math.h>
 #include <pthread.h>
@@ -24,6 +26,7 @@
 
 #include "bench_common.h"
 #include "gpamm/gpamm.h"
+#include "lib/kernels_vm.h"
 #include "vm.h" /* memslot lookup is measured directly */
 
 static bool quick, json;
@@ -92,16 +95,14 @@ static void rig_destroy(struct rig *r)
 	munmap(r->mem, r->len);
 }
 
-static double run_workload(struct gpamm_vcpu *v, struct gpamm_workload *w)
+/* A guest that does not finish its workload leaves nothing to measure. */
+static double checked(struct gpamm_vcpu *v, double ns)
 {
-	double t0 = now_ns();
-	gpamm_vcpu_set_guest(v, gpamm_workload_guest, w, 0);
-	gpamm_vcpu_run(v);
-	if (gpamm_vcpu_run_state(v)->exit_reason != GPAMM_EXIT_DONE) {
+	if (ns < 0) {
 		fprintf(stderr, "workload exited with %u\n", gpamm_vcpu_run_state(v)->exit_reason);
 		exit(1);
 	}
-	return now_ns() - t0;
+	return ns;
 }
 
 struct fig {
@@ -142,15 +143,13 @@ static void bench_populate(unsigned ps)
 
 	for (int i = 0; i < n; i++) {
 		struct rig r;
-		struct gpamm_workload w = { .gpa = 1ULL << 32, .size = len, .write_percent = 100,
-					    .passes = 1 };
-		struct gpamm_workload w2 = w;
+
 		rig_init(&r, ps, len, true, 1);
-		pre[i] = run_workload(r.vcpu, &w) / pages;
+		pre[i] = checked(r.vcpu, bk_populate(r.vcpu, 1ULL << 32, len)) / pages;
 		rig_destroy(&r);
 
 		rig_init(&r, ps, len, false, 1);
-		fresh[i] = run_workload(r.vcpu, &w2) / pages;
+		fresh[i] = checked(r.vcpu, bk_populate(r.vcpu, 1ULL << 32, len)) / pages;
 		rig_destroy(&r);
 
 		uint8_t *m = map_aligned(len, ps, false);
@@ -174,27 +173,6 @@ static void bench_populate(unsigned ps)
 
 /* ---- access cost -------------------------------------------------------------- */
 
-/* The native side: one 8-byte store per word, as the guest does it. */
-static __attribute__((noinline, optimize("no-tree-vectorize"))) void
-native_stores(uint64_t *q, uint64_t words, uint64_t passes)
-{
-	for (uint64_t p = 0; p < passes; p++) {
-		for (uint64_t k = 0; k < words; k++)
-			q[k] = (k * 8) ^ (p << 48);
-		__asm__ __volatile__("" ::: "memory");
-	}
-}
-
-static __attribute__((noinline)) void native_stores_simd(uint64_t *q, uint64_t words,
-							 uint64_t passes)
-{
-	for (uint64_t p = 0; p < passes; p++) {
-		for (uint64_t k = 0; k < words; k++)
-			q[k] = (k * 8) ^ (p << 48);
-		__asm__ __volatile__("" ::: "memory");
-	}
-}
-
 static void bench_hit(void)
 {
 	const unsigned ps = 12;
@@ -206,15 +184,15 @@ static void bench_hit(void)
 
 	rig_init(&r, ps, len, true, 1);
 	for (int i = 0; i < reps; i++) {
-		struct gpamm_workload w = { .gpa = 1ULL << 32, .size = len, .write_percent = 100,
-					    .passes = passes, .stride = 8 };
-		hit[i] = run_workload(r.vcpu, &w) / (double)w.accesses;
+		struct bk_access a;
+
+		if (bk_tlb_hit(r.vcpu, 1ULL << 32, r.mem, len, passes, &a))
+			checked(r.vcpu, -1);
+		hit[i] = a.guest_ns / (double)a.accesses;
+		nat[i] = a.native_ns / (double)(words * passes);
 
 		double t0 = now_ns();
-		native_stores((uint64_t *)r.mem, words, passes);
-		nat[i] = (now_ns() - t0) / (double)(words * passes);
-		t0 = now_ns();
-		native_stores_simd((uint64_t *)r.mem, words, passes);
+		bk_native_stores_simd((uint64_t *)r.mem, words, passes);
 		simd[i] = (now_ns() - t0) / (double)(words * passes);
 	}
 	rig_destroy(&r);
@@ -245,34 +223,23 @@ static void bench_miss(bool thp)
 	host_thp = thp;
 	rig_init(&r, ps, len, true, 1);
 	host_thp = false;
-	struct gpamm_workload pop = { .gpa = 1ULL << 32, .size = len, .write_percent = 100,
-				      .passes = 1 };
-	run_workload(r.vcpu, &pop);
-	struct gpamm_vm_stats st0, st1;
-	gpamm_vm_stats(r.vm, &st0);
+	checked(r.vcpu, bk_populate(r.vcpu, 1ULL << 32, len));
+	uint64_t misses = 0;
 	for (int i = 0; i < reps; i++) {
-		struct gpamm_workload wm = { .gpa = 1ULL << 32, .size = len, .write_percent = 100,
-					     .passes = 2, .order = GPAMM_ORDER_RANDOM, .seed = 7 + i };
-		miss[i] = run_workload(r.vcpu, &wm) / (double)wm.accesses;
+		struct bk_access a;
 
-		uint64_t s = 7 + i;
-		double t0 = now_ns();
-		for (uint64_t k = 0; k < 2 * pages; k++) {
-			s ^= s >> 12;
-			s ^= s << 25;
-			s ^= s >> 27;
-			uint64_t idx = (s * 0x2545f4914f6cdd1dULL) % pages;
-			*(volatile uint64_t *)(r.mem + (idx << ps)) = idx;
-		}
-		nat[i] = (now_ns() - t0) / (double)(2 * pages);
+		if (bk_tlb_miss(r.vcpu, 1ULL << 32, r.mem, len, ps, 2, 7 + i, &a))
+			checked(r.vcpu, -1);
+		miss[i] = a.guest_ns / (double)a.accesses;
+		nat[i] = a.native_ns / (double)(2 * pages);
+		misses += a.tlb_misses;
 	}
-	gpamm_vm_stats(r.vm, &st1);
 	rig_destroy(&r);
 	double rr[9];
 	for (int i = 0; i < reps; i++)
 		rr[i] = miss[i] / nat[i];
 	double m = median(miss, reps), nm = median(nat, reps);
-	double rate = (double)(st1.tlb_misses - st0.tlb_misses) / (double)(reps * 2 * pages);
+	double rate = (double)misses / (double)(reps * 2 * pages);
 	fig(thp ? "TLB-miss access (THP host memory)" : "TLB-miss access (4K host pages)",
 	    m, "ns", median(rr, reps), 5.0, true);
 	fig("  native random store", nm, "ns", NAN, NAN, false);

@@ -23,7 +23,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define BENCH_MAX_PHASES   8
+#define BENCH_MAX_PHASES   12
 #define BENCH_MAX_COUNTERS 4
 #define BENCH_MAX_ITERS    1000
 
@@ -51,6 +51,8 @@ static inline uint64_t bench_total_bytes(const struct bench_cfg *c)
 enum bench_norm {
 	BENCH_NORM_PAGE,      /* wall time / all pages (log calls: one thread does the work) */
 	BENCH_NORM_VCPU_PAGE, /* wall time / pages per vCPU (each vCPU's cost per access) */
+	BENCH_NORM_OP,        /* wall time / the operations the run counted for the phase
+			       * (bench_phase_ops): accesses, lookups; "ns/op" */
 };
 
 struct bench_phase_def {
@@ -87,11 +89,25 @@ struct bench_run {
 	double *ns[BENCH_MAX_PHASES];          /* 1 sample, or one per iteration */
 	bool has_count[BENCH_MAX_COUNTERS];
 	uint64_t *count[BENCH_MAX_COUNTERS];   /* one per iteration */
+	uint64_t ops[BENCH_MAX_PHASES];        /* BENCH_NORM_OP: operations per sample */
 };
 
 /* A comparison target between gpamm and a peer: per-page ratio <= max_ratio. */
 struct bench_target {
 	const char *phase_key;
+	const char *what;
+	double max_ratio;
+};
+
+/*
+ * A ratio within one run: phase @key's per-page (or per-op) figure over
+ * phase @base's, e.g. a guest access over the native store measured next
+ * to it. With both phases per iteration it is the median of the
+ * per-iteration ratios (steady when a shared machine slows down for a
+ * while), else the ratio of the means. @max_ratio 0: no target.
+ */
+struct bench_ratio {
+	const char *key, *base;
 	const char *what;
 	double max_ratio;
 };
@@ -118,9 +134,19 @@ struct bench_suite {
 	const char *targets_for;   /* the configuration the targets are set for */
 	bool (*targets_apply)(const struct bench_cfg *cfg);
 	bool (*check)(const struct bench_run *r, char *why, size_t len);
+	const struct bench_ratio *ratios;  /* printed after each run, in its JSON, in sweeps */
+	unsigned nratios;
+	/* optional: after a sweep's gpamm table, say why a phase is not flat (@n runs that ran) */
+	void (*sweep_explain)(const struct bench_run *const *runs, const char *const *labels,
+			      unsigned n, FILE *f);
 };
 
 extern const struct bench_suite bench_suite_dirty_log_perf;
+extern const struct bench_suite bench_suite_access_tracking_perf;
+extern const struct bench_suite bench_suite_demand_paging;
+extern const struct bench_suite bench_suite_memslot_perf;
+extern const struct bench_suite bench_suite_access_cost;
+extern const struct bench_suite bench_suite_pgtable;
 
 /* ---- runs ---------------------------------------------------------------------- */
 
@@ -145,6 +171,16 @@ void bench_count_record(struct bench_run *r, const char *key, unsigned iter, uin
 double bench_phase_mean_ns(const struct bench_run *r, int idx);
 /* Mean per page, by the phase's normalisation (NAN when absent). */
 double bench_phase_per_page(const struct bench_run *r, int idx);
+/* BENCH_NORM_OP: the operations each sample of phase @key did. */
+void bench_phase_ops(struct bench_run *r, const char *key, uint64_t ops);
+/* "ns per page", "ns per page per vCPU", "ns per op": what per_page figures are. */
+const char *bench_norm_unit(const struct bench_phase_def *d);
+/* Value of ratio @rt in @r (see struct bench_ratio); NAN when a phase is absent. */
+double bench_ratio_value(const struct bench_run *r, const struct bench_ratio *rt);
+/* "PASS", "MISS", or "" without a target. */
+const char *bench_ratio_verdict(const struct bench_ratio *rt, double v);
+/* Print the suite's ratios of a finished run to cfg.out. */
+void bench_print_ratios(const struct bench_run *r);
 /* Print the "... over N iterations took ..." lines. */
 void bench_print_averages(const struct bench_run *r);
 
@@ -208,6 +244,8 @@ const char *bench_size_str(uint64_t bytes, char *buf, size_t len);
 /* A per-page figure with precision that suits its size: "3904", "12.2", "0.043". */
 const char *bench_fmt_ns(double ns, char *buf, size_t len);
 unsigned bench_online_cpus(void);
+/* Size of CPU 0's level-@level data or unified cache (sysfs), 0 when unknown. */
+uint64_t bench_cache_bytes(unsigned level);
 /* "manual protect, initially set", "manual protect", or "classic GET (no manual protect)". */
 const char *bench_protect_mode(const struct bench_cfg *c);
 

@@ -14,13 +14,11 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "bench_common.h" /* bench/: the clock the bench programs use */
 
 double bench_now_ns(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+	return now_ns();
 }
 
 unsigned bench_online_cpus(void)
@@ -28,6 +26,48 @@ unsigned bench_online_cpus(void)
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
 
 	return n > 0 ? (unsigned)n : 1;
+}
+
+uint64_t bench_cache_bytes(unsigned level)
+{
+	uint64_t best = 0;
+
+	for (unsigned i = 0; i < 8; i++) {
+		char path[96], type[32] = "";
+		unsigned lvl = 0;
+		unsigned long long sz = 0;
+		char unit = 0;
+		FILE *f;
+
+		snprintf(path, sizeof(path), "/sys/devices/system/cpu/cpu0/cache/index%u/level", i);
+		f = fopen(path, "r");
+		if (!f)
+			break;
+		if (fscanf(f, "%u", &lvl) != 1)
+			lvl = 0;
+		fclose(f);
+		snprintf(path, sizeof(path), "/sys/devices/system/cpu/cpu0/cache/index%u/type", i);
+		f = fopen(path, "r");
+		if (f) {
+			if (fscanf(f, "%31s", type) != 1)
+				type[0] = '\0';
+			fclose(f);
+		}
+		snprintf(path, sizeof(path), "/sys/devices/system/cpu/cpu0/cache/index%u/size", i);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fscanf(f, "%llu%c", &sz, &unit) < 1)
+			sz = 0;
+		fclose(f);
+		if (unit == 'K')
+			sz <<= 10;
+		else if (unit == 'M')
+			sz <<= 20;
+		if (lvl == level && strcmp(type, "Instruction") && sz > best)
+			best = sz;
+	}
+	return best;
 }
 
 /* ---- runs ----------------------------------------------------------------------- */
@@ -96,14 +136,30 @@ int bench_phase_index(const struct bench_suite *s, const char *key)
 
 static double per_page(const struct bench_run *r, const struct bench_phase_def *d, double ns)
 {
-	uint64_t n = d->norm == BENCH_NORM_VCPU_PAGE ? r->pages_per_vcpu : r->pages;
+	uint64_t n = d->norm == BENCH_NORM_VCPU_PAGE ? r->pages_per_vcpu :
+		     d->norm == BENCH_NORM_OP ? r->ops[d - r->suite->phases] : r->pages;
 
 	return n ? ns / (double)n : NAN;
 }
 
 static const char *norm_suffix(const struct bench_phase_def *d)
 {
-	return d->norm == BENCH_NORM_VCPU_PAGE ? "ns/page per vCPU" : "ns/page";
+	return d->norm == BENCH_NORM_VCPU_PAGE ? "ns/page per vCPU" :
+	       d->norm == BENCH_NORM_OP ? "ns/op" : "ns/page";
+}
+
+const char *bench_norm_unit(const struct bench_phase_def *d)
+{
+	return d->norm == BENCH_NORM_VCPU_PAGE ? "ns per page per vCPU" :
+	       d->norm == BENCH_NORM_OP ? "ns per op" : "ns per page";
+}
+
+void bench_phase_ops(struct bench_run *r, const char *key, uint64_t ops)
+{
+	int i = bench_phase_index(r->suite, key);
+
+	if (i >= 0)
+		r->ops[i] = ops;
 }
 
 void bench_phase_record(struct bench_run *r, const char *key, unsigned iter, double ns)
@@ -166,6 +222,57 @@ double bench_phase_per_page(const struct bench_run *r, int idx)
 	if (idx < 0)
 		return NAN;
 	return per_page(r, &r->suite->phases[idx], bench_phase_mean_ns(r, idx));
+}
+
+double bench_ratio_value(const struct bench_run *r, const struct bench_ratio *rt)
+{
+	int a = bench_phase_index(r->suite, rt->key), b = bench_phase_index(r->suite, rt->base);
+	const struct bench_phase_def *da, *db;
+	double v[BENCH_MAX_ITERS];
+	unsigned n = 0;
+
+	if (a < 0 || b < 0 || !r->has[a] || !r->has[b])
+		return NAN;
+	da = &r->suite->phases[a];
+	db = &r->suite->phases[b];
+	if (!da->per_iter || !db->per_iter || r->nsamples[a] != r->nsamples[b])
+		return bench_phase_per_page(r, a) / bench_phase_per_page(r, b);
+	for (unsigned k = 0; k < r->nsamples[a]; k++) {
+		double x = per_page(r, da, r->ns[a][k]), y = per_page(r, db, r->ns[b][k]);
+
+		if (!isnan(x) && !isnan(y) && y > 0)
+			v[n++] = x / y;
+	}
+	return n ? median(v, (int)n) : NAN;
+}
+
+const char *bench_ratio_verdict(const struct bench_ratio *rt, double v)
+{
+	if (!rt->max_ratio)
+		return "";
+	if (isnan(v))
+		return "n/a";
+	return v <= rt->max_ratio ? "PASS" : "MISS";
+}
+
+void bench_print_ratios(const struct bench_run *r)
+{
+	const struct bench_suite *s = r->suite;
+
+	if (!r->cfg.out || !s->nratios)
+		return;
+	fprintf(r->cfg.out, "Ratios within the run (median of the per-iteration ratios; "
+		"targets are informational):\n");
+	for (unsigned i = 0; i < s->nratios; i++) {
+		const struct bench_ratio *rt = &s->ratios[i];
+		double v = bench_ratio_value(r, rt);
+		char tgt[32] = "";
+
+		if (rt->max_ratio)
+			snprintf(tgt, sizeof(tgt), "<= %.2fx", rt->max_ratio);
+		fprintf(r->cfg.out, "  %-44s %8.2fx  %-10s %s\n", rt->what, v, tgt,
+			bench_ratio_verdict(rt, v));
+	}
 }
 
 void bench_print_averages(const struct bench_run *r)

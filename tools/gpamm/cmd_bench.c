@@ -27,6 +27,11 @@
 
 static const struct bench_suite *const suites[] = {
 	&bench_suite_dirty_log_perf,
+	&bench_suite_access_tracking_perf,
+	&bench_suite_demand_paging,
+	&bench_suite_memslot_perf,
+	&bench_suite_access_cost,
+	&bench_suite_pgtable,
 	/* later: demand_paging, access_tracking_perf, memslot_perf, ... */
 };
 #define NR_SUITES (sizeof(suites) / sizeof(suites[0]))
@@ -365,6 +370,56 @@ static void flatness_of(const struct point *pts, unsigned n, bool kvm, int idx,
 	fl->flat = fl->nvalid >= 2 && fl->spread <= FLAT_LIMIT;
 }
 
+/* The suite's within-run ratios at each sweep value, and its word on what is not flat. */
+static void print_sweep_ratios(const struct bench_opts_s *o, const struct point *pts, bool kvm,
+			       FILE *f)
+{
+	const struct bench_suite *s = o->suite;
+	const struct bench_run *runs[MAX_SWEEP];
+	const char *labels[MAX_SWEEP];
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < o->nsweep; i++) {
+		const struct bench_run *r = kvm ? &pts[i].kvm : &pts[i].gp;
+
+		if (!(kvm ? pts[i].kvm_init : pts[i].gp_init) || r->status != BENCH_RAN)
+			continue;
+		runs[n] = r;
+		labels[n++] = pts[i].label;
+	}
+	if (n && s->nratios) {
+		fprintf(f, "  ratios within each run:\n");
+		for (unsigned t = 0; t < s->nratios; t++) {
+			const struct bench_ratio *rt = &s->ratios[t];
+			double lo = NAN, hi = NAN;
+			unsigned nv = 0;
+			char name[64], buf[32];
+
+			snprintf(name, sizeof(name), "%s/%s", rt->key, rt->base);
+			fprintf(f, "  %-24s", name);
+			for (unsigned i = 0, k = 0; i < o->nsweep; i++) {
+				double v = NAN;
+
+				if (k < n && labels[k] == pts[i].label)
+					v = bench_ratio_value(runs[k++], rt);
+				if (isnan(v) || v <= 0) {
+					fprintf(f, " %9s", "-");
+					continue;
+				}
+				snprintf(buf, sizeof(buf), "%.2fx", v);
+				fprintf(f, " %9s", buf);
+				lo = isnan(lo) || v < lo ? v : lo;
+				hi = isnan(hi) || v > hi ? v : hi;
+				nv++;
+			}
+			fprintf(f, "   %6.2fx  %s\n", hi / lo,
+				nv < 2 ? "n/a (one value)" : hi / lo <= FLAT_LIMIT ? "flat" : "NOT flat");
+		}
+	}
+	if (!kvm && n >= 2 && s->sweep_explain)
+		s->sweep_explain(runs, labels, n, f);
+}
+
 static void print_sweep_table(const struct bench_opts_s *o, const struct point *pts, bool kvm,
 			      FILE *f)
 {
@@ -419,6 +474,7 @@ static void print_sweep_table(const struct bench_opts_s *o, const struct point *
 		fprintf(f, "  %s: per-page cost stayed flat (max/min <= %.1fx) in %u of %u phases "
 			"across %s=%s..%s.\n", kvm ? "KVM" : "gpamm", FLAT_LIMIT, nflat, nvalid2,
 			pname, pts[0].label, pts[o->nsweep - 1].label);
+	print_sweep_ratios(o, pts, kvm, f);
 	if (o->sweep == SWEEP_VCPUS)
 		for (unsigned i = 0; i < o->nsweep; i++)
 			if (pts[i].cfg.vcpus > cpus) {
@@ -480,8 +536,9 @@ static void json_run(struct jw *w, const struct bench_run *r)
 		jw_obj(w, d->key);
 		jw_str(w, "label", d->label);
 		jw_bool(w, "per_iteration", d->per_iter);
-		jw_str(w, "per_page_unit", d->norm == BENCH_NORM_VCPU_PAGE ? "ns per page per vCPU"
-									  : "ns per page");
+		jw_str(w, "per_page_unit", bench_norm_unit(d));
+		if (d->norm == BENCH_NORM_OP)
+			jw_u64(w, "ops", r->ops[i]);
 		jw_num(w, "ns", bench_phase_mean_ns(r, (int)i));
 		jw_num(w, "ns_per_page", bench_phase_per_page(r, (int)i));
 		jw_arr(w, "samples_ns");
@@ -491,6 +548,25 @@ static void json_run(struct jw *w, const struct bench_run *r)
 		jw_obj_end(w);
 	}
 	jw_obj_end(w);
+	if (s->nratios) {
+		jw_arr(w, "ratios");
+		for (unsigned t = 0; t < s->nratios; t++) {
+			const struct bench_ratio *rt = &s->ratios[t];
+			double v = bench_ratio_value(r, rt);
+
+			jw_obj(w, NULL);
+			jw_str(w, "phase", rt->key);
+			jw_str(w, "base", rt->base);
+			jw_str(w, "what", rt->what);
+			jw_num(w, "ratio", v);
+			if (rt->max_ratio) {
+				jw_num(w, "max_ratio", rt->max_ratio);
+				jw_str(w, "verdict", bench_ratio_verdict(rt, v));
+			}
+			jw_obj_end(w);
+		}
+		jw_arr_end(w);
+	}
 	jw_arr(w, "iterations_detail");
 	for (unsigned k = 0; r->status == BENCH_RAN && k < r->cfg.iterations; k++) {
 		char key[48];
@@ -548,6 +624,45 @@ static void json_comparison(struct jw *w, const struct point *pt)
 	jw_obj_end(w);
 }
 
+/* The suite's within-run ratios at each sweep value, per backend that ran. */
+static void json_sweep_ratios(struct jw *w, const struct bench_opts_s *o, const struct point *pts)
+{
+	const struct bench_suite *s = o->suite;
+
+	jw_obj(w, "ratios");
+	for (int b = 0; b < (o->peer_kvm ? 2 : 1); b++) {
+		jw_obj(w, b ? "kvm" : "gpamm");
+		for (unsigned t = 0; t < s->nratios; t++) {
+			const struct bench_ratio *rt = &s->ratios[t];
+			double lo = NAN, hi = NAN;
+			unsigned nv = 0;
+			char key[64];
+
+			snprintf(key, sizeof(key), "%s/%s", rt->key, rt->base);
+			jw_obj(w, key);
+			jw_arr(w, "values");
+			for (unsigned i = 0; i < o->nsweep; i++) {
+				const struct bench_run *r = b ? &pts[i].kvm : &pts[i].gp;
+				double v = (b ? pts[i].kvm_init : pts[i].gp_init) &&
+					   r->status == BENCH_RAN ? bench_ratio_value(r, rt) : NAN;
+
+				jw_num(w, NULL, v);
+				if (!isnan(v) && v > 0) {
+					lo = isnan(lo) || v < lo ? v : lo;
+					hi = isnan(hi) || v > hi ? v : hi;
+					nv++;
+				}
+			}
+			jw_arr_end(w);
+			jw_num(w, "max_over_min", hi / lo);
+			jw_bool(w, "flat", nv >= 2 && hi / lo <= FLAT_LIMIT);
+			jw_obj_end(w);
+		}
+		jw_obj_end(w);
+	}
+	jw_obj_end(w);
+}
+
 static void json_sweep(struct jw *w, const struct bench_opts_s *o, const struct point *pts)
 {
 	const struct bench_suite *s = o->suite;
@@ -586,6 +701,8 @@ static void json_sweep(struct jw *w, const struct bench_opts_s *o, const struct 
 		jw_obj_end(w);
 	}
 	jw_obj_end(w);
+	if (s->nratios)
+		json_sweep_ratios(w, o, pts);
 	jw_obj_end(w);
 }
 
@@ -665,6 +782,7 @@ static int run_point(const struct bench_opts_s *o, struct point *pt, bool peer_u
 	}
 	bench_print_averages(&pt->gp);
 	print_counters(&pt->gp);
+	bench_print_ratios(&pt->gp);
 	if (s->check && !s->check(&pt->gp, why, sizeof(why))) {
 		fprintf(stderr, "gpamm bench %s: gpamm counts do not add up: %s\n", s->name, why);
 		pt->gp.status = BENCH_FAILED;

@@ -1,0 +1,410 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Suite access_cost: what one guest access through a vCPU costs, next to
+ * a plain native store loop over the same host memory, measured in the
+ * same run, so that the ratio of the two is the price of the translation.
+ *
+ *   N iterations (-i) of
+ *     populate        the first access of every page (a mapping fault
+ *                     each; host memory pre-touched, so no host fault);
+ *                     from the second iteration on the memslots are
+ *                     deleted and created again first, untimed, so that
+ *                     nothing is mapped
+ *     TLB hit         one 8-byte store per word over the first 32 pages,
+ *                     many passes: every access hits the vCPU's TLB
+ *     native store    the same stores, straight to the host memory
+ *     TLB miss        one 8-byte store per page at random pages of all of
+ *                     memory (as many stores as pages per pass, passes
+ *                     enough for a million stores): with far more pages
+ *                     than the TLB holds, nearly every store walks
+ *     native random   the same pages in the same order, straight
+ *
+ * Targets, informational: TLB hit <= 2x native, TLB miss <= 5x native;
+ * each ratio is the median of the per-iteration ratios. The loops are the
+ * kernels of bench/lib/kernels_vm.c that bench/bench_vm runs too.
+ *
+ * One vCPU does every access, on the command's own thread pinned to CPU 0
+ * (the machine's CPUs may differ in speed); with -v N the vCPU simply has
+ * all N x -b bytes. Populate is ns per page, the loops ns per access
+ * ("ns/op"). A sweep over memory sizes ends with the measured account of
+ * why the TLB-miss cost grows with memory: the caches and the host's own
+ * TLB, on both sides of the ratio.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpamm/gpamm.h"
+#include "bench.h"
+#include "bench_common.h"
+#include "cli.h"
+#include "lib/kernels_vm.h"
+
+#define AC_HIT_PAGES  32          /* as bench_vm: well inside the TLB */
+#define AC_HIT_STORES (1u << 24)  /* per iteration, each side */
+#define AC_MISS_STORES (1u << 20) /* at least, per iteration: whole passes over memory */
+#define AC_MISS_SEED  7
+#define AC_CPU        0
+
+static const struct bench_phase_def ac_phases[] = {
+	{ "populate", "populate memory time", "Populate memory", "populate (avg)", true,
+	  BENCH_NORM_PAGE },
+	{ "tlb_hit", "TLB-hit access time", "TLB-hit access", "TLB-hit access (avg)", true,
+	  BENCH_NORM_OP },
+	{ "native_hit", "native store time", "Native store", "native store (avg)", true,
+	  BENCH_NORM_OP },
+	{ "tlb_miss", "TLB-miss access time", "TLB-miss access", "TLB-miss access (avg)", true,
+	  BENCH_NORM_OP },
+	{ "native_miss", "native random store time", "Native random store",
+	  "native random (avg)", true, BENCH_NORM_OP },
+};
+
+enum { AC_POP_FAULTS, AC_HIT_MISSES, AC_MISS_MISSES, AC_TABLE_PAGES };
+
+static const struct bench_counter_def ac_counters[] = {
+	[AC_POP_FAULTS] = { "populate_faults", "faults taken by populate" },
+	[AC_HIT_MISSES] = { "hit_tlb_misses", "guest TLB misses in the TLB-hit loop" },
+	[AC_MISS_MISSES] = { "miss_tlb_misses", "guest TLB misses in the TLB-miss loop" },
+	[AC_TABLE_PAGES] = { "table_pages", "GPA table pages live, root included" },
+};
+
+static const struct bench_ratio ac_ratios[] = {
+	{ "tlb_hit", "native_hit", "TLB-hit access / native store", 2.0 },
+	{ "tlb_miss", "native_miss", "TLB-miss access / native random store", 5.0 },
+};
+
+static double counter_mean(const struct bench_run *r, unsigned c)
+{
+	double sum = 0;
+
+	if (!r->has_count[c] || !r->cfg.iterations)
+		return NAN;
+	for (unsigned k = 0; k < r->cfg.iterations; k++)
+		sum += (double)r->count[c][k];
+	return sum / r->cfg.iterations;
+}
+
+/*
+ * The native loops did as many stores as the guest accesses, the TLB-hit
+ * loop stayed in the TLB, and no TLB-miss store missed more than once.
+ */
+static bool ac_check(const struct bench_run *r, char *why, size_t len)
+{
+	const struct bench_suite *s = r->suite;
+	const int hit = bench_phase_index(s, "tlb_hit");
+	const int nhit = bench_phase_index(s, "native_hit");
+	const int miss = bench_phase_index(s, "tlb_miss");
+	const int nmiss = bench_phase_index(s, "native_miss");
+
+	if (r->ops[hit] != r->ops[nhit] || r->ops[miss] != r->ops[nmiss] || !r->ops[hit] ||
+	    !r->ops[miss] || r->ops[miss] % r->pages) {
+		snprintf(why, len, "store counts differ: TLB hit %llu, native %llu; TLB miss %llu, "
+			 "native %llu (%llu pages)", (unsigned long long)r->ops[hit],
+			 (unsigned long long)r->ops[nhit], (unsigned long long)r->ops[miss],
+			 (unsigned long long)r->ops[nmiss], (unsigned long long)r->pages);
+		return false;
+	}
+	for (unsigned k = 0; k < r->cfg.iterations; k++) {
+		if (r->count[AC_MISS_MISSES][k] > r->ops[miss]) {
+			snprintf(why, len, "iteration %u: %llu TLB misses in %llu stores", k + 1,
+				 (unsigned long long)r->count[AC_MISS_MISSES][k],
+				 (unsigned long long)r->ops[miss]);
+			return false;
+		}
+		if (r->count[AC_HIT_MISSES][k] * 100 > r->ops[hit]) {
+			snprintf(why, len, "iteration %u: the TLB-hit loop missed %llu times in "
+				 "%llu stores", k + 1, (unsigned long long)r->count[AC_HIT_MISSES][k],
+				 (unsigned long long)r->ops[hit]);
+			return false;
+		}
+	}
+	return true;
+}
+
+/* ---- the sweep's explanation ---------------------------------------------------------- */
+
+static double per_op(const struct bench_run *r, const char *key)
+{
+	return bench_phase_per_page(r, bench_phase_index(r->suite, key));
+}
+
+/*
+ * Why the TLB-miss figures are not flat, from the runs themselves: the
+ * miss rate, the size of the GPA tables and of the host's page tables next
+ * to the caches, and how the native loop moved over the same range.
+ */
+static void ac_sweep_explain(const struct bench_run *const *runs, const char *const *labels,
+			     unsigned n, FILE *f)
+{
+	const struct bench_run *a = runs[0], *z = runs[n - 1];
+	const uint64_t l2 = bench_cache_bytes(2), l3 = bench_cache_bytes(3);
+	double g, nat, tables, rlo = INFINITY, rhi = 0;
+	char b1[32], b2[32];
+
+	fprintf(f, "  what the TLB-miss loop meets (L2 %s, L3 %s):\n",
+		l2 ? bench_size_str(l2, b1, sizeof(b1)) : "?",
+		l3 ? bench_size_str(l3, b2, sizeof(b2)) : "?");
+	fprintf(f, "    %-8s %12s %14s %10s %11s %12s %9s\n", "mem", "GPA tables",
+		"host PTEs (4K)", "miss rate", "TLB miss", "native rand", "ratio");
+	for (unsigned i = 0; i < n; i++) {
+		const struct bench_run *r = runs[i];
+		const uint64_t bytes = bench_total_bytes(&r->cfg);
+		double tb = counter_mean(r, AC_TABLE_PAGES) * (double)r->page_size;
+		double rate = counter_mean(r, AC_MISS_MISSES) /
+			      (double)r->ops[bench_phase_index(r->suite, "tlb_miss")];
+		double ratio = bench_ratio_value(r, &ac_ratios[1]);
+		char t[32], h[32], m[32], x[32];
+
+		rlo = fmin(rlo, ratio);
+		rhi = fmax(rhi, ratio);
+		fprintf(f, "    %-8s %12s %14s %9.1f%% %8s ns %9s ns %8.2fx\n", labels[i],
+			bench_size_str((uint64_t)tb, t, sizeof(t)),
+			r->cfg.thp ? "(THP)" : bench_size_str(bytes / 512, h, sizeof(h)),
+			100 * rate, bench_fmt_ns(per_op(r, "tlb_miss"), m, sizeof(m)),
+			bench_fmt_ns(per_op(r, "native_miss"), x, sizeof(x)), ratio);
+	}
+	g = per_op(z, "tlb_miss") / per_op(a, "tlb_miss");
+	nat = per_op(z, "native_miss") / per_op(a, "native_miss");
+	tables = counter_mean(z, AC_TABLE_PAGES) * (double)z->page_size;
+	fprintf(f, "  why: from %s to %s the TLB-miss access went %.2fx and the native random "
+		"store to the same pages %.2fx; the ratio of the two ranged over "
+		"%.2fx..%.2fx. Both loops store to a random page each time: once the range "
+		"outgrows the caches and what the host's DTLB covers, every store misses the "
+		"caches and%s walks the host's page tables, whose entries stop fitting in the "
+		"caches too, on both sides alike. The guest side adds its walk of the GPA tables "
+		"(%s at %s, %s the L3). TLB-hit and native store do not depend on the size.\n",
+		labels[0], labels[n - 1], g, nat, rlo, rhi,
+		z->cfg.thp ? " (THP: rarely)" : " (4K host pages)",
+		bench_size_str((uint64_t)tables, b1, sizeof(b1)), labels[n - 1],
+		!l3 ? "next to" : tables > (double)l3 ? "more than" : "within");
+}
+
+/* ---- the gpamm backend ------------------------------------------------------------------ */
+
+struct ac_gpamm {
+	const struct bench_cfg *cfg;
+	struct bench_run *r;
+	struct gpamm_host *host;
+	struct gpamm_vm *vm;
+	struct gpamm_vcpu *vcpu;
+	struct bench_mem mem;
+};
+
+static uint64_t table_pages(struct gpamm_vm *vm)
+{
+	struct gpamm_vm_stats st;
+
+	gpamm_vm_stats(vm, &st);
+	return st.table_pages;
+}
+
+static const char *exit_why(struct gpamm_vcpu *v, char *buf, size_t len)
+{
+	const struct gpamm_run *run = gpamm_vcpu_run_state(v);
+
+	snprintf(buf, len, "exit reason %u, guest returned %d", run->exit_reason, run->guest_ret);
+	return buf;
+}
+
+/* Create every memslot over guest RAM, or (@on false) delete them all. */
+static int ac_set_slots(struct ac_gpamm *d, bool on)
+{
+	const struct bench_cfg *c = d->cfg;
+	const uint64_t slot_bytes = bench_total_bytes(c) / c->slots;
+
+	for (unsigned s = 0; s < c->slots; s++) {
+		struct gpamm_userspace_memory_region reg = {
+			.slot = s,
+			.guest_phys_addr = d->r->gpa_base + s * slot_bytes,
+			.memory_size = on ? slot_bytes : 0,
+			.userspace_addr = (uintptr_t)(d->mem.p + s * slot_bytes),
+		};
+		int ret = gpamm_vm_set_memory_region(d->vm, &reg);
+
+		if (ret)
+			return bench_run_fail(d->r, BENCH_FAILED, "%s memslot %u: %s",
+					      on ? "creating" : "deleting", s, strerror(-ret));
+	}
+	return 0;
+}
+
+static int ac_body(struct ac_gpamm *d)
+{
+	const struct bench_cfg *c = d->cfg;
+	struct bench_run *r = d->r;
+	const uint64_t total = bench_total_bytes(c);
+	const uint64_t hit_pages = r->pages < AC_HIT_PAGES ? r->pages : AC_HIT_PAGES;
+	const uint64_t hit_len = hit_pages << c->page_shift;
+	const uint64_t words = hit_len / 8;
+	const uint64_t passes = words >= AC_HIT_STORES ? 1 : AC_HIT_STORES / words;
+	const uint64_t mpasses = (AC_MISS_STORES + r->pages - 1) / r->pages;
+	struct gpamm_vm_stats st0, st1;
+	char why[96], tb[32], hb[32];
+	double t;
+
+	if (c->out) {
+		fprintf(c->out, "TLB-hit loop: %llu pages (%s), one 8-byte store per word, %llu "
+			"passes = %llu stores per iteration; TLB-miss loop: one 8-byte store per "
+			"page at random pages, %llu pass%s = %llu stores per iteration\n",
+			(unsigned long long)(hit_len >> c->page_shift),
+			bench_size_str(hit_len, hb, sizeof(hb)), (unsigned long long)passes,
+			(unsigned long long)(passes * words), (unsigned long long)mpasses,
+			mpasses == 1 ? "" : "es", (unsigned long long)(mpasses * r->pages));
+		fflush(c->out);
+	}
+
+	bench_phase_ops(r, "tlb_hit", passes * words);
+	bench_phase_ops(r, "native_hit", passes * words);
+	bench_phase_ops(r, "tlb_miss", mpasses * r->pages);
+	bench_phase_ops(r, "native_miss", mpasses * r->pages);
+	for (unsigned it = 1; it <= c->iterations; it++) {
+		struct bk_access a;
+
+		if (c->out)
+			fputc('\n', c->out);
+		/* nothing mapped: delete the slots (every translation goes) and add them again */
+		if (it > 1 && (ac_set_slots(d, false) || ac_set_slots(d, true)))
+			return -1;
+		gpamm_vm_stats(d->vm, &st0);
+		t = bk_populate(d->vcpu, r->gpa_base, total);
+		if (t < 0)
+			return bench_run_fail(r, BENCH_FAILED, "iteration %u: populate: %s", it,
+					      exit_why(d->vcpu, why, sizeof(why)));
+		gpamm_vm_stats(d->vm, &st1);
+		bench_phase_record(r, "populate", it, t);
+		bench_count_record(r, "populate_faults", it, st1.faults - st0.faults);
+		if (it == 1 && c->out)
+			fprintf(c->out, "(GPA tables after populate: %llu pages, %s)\n",
+				(unsigned long long)st1.table_pages,
+				bench_size_str(st1.table_pages << c->page_shift, tb, sizeof(tb)));
+
+		if (bk_tlb_hit(d->vcpu, r->gpa_base, d->mem.p, hit_len, passes, &a))
+			return bench_run_fail(r, BENCH_FAILED, "iteration %u: TLB-hit loop: %s", it,
+					      exit_why(d->vcpu, why, sizeof(why)));
+		if (a.accesses != passes * words)
+			return bench_run_fail(r, BENCH_FAILED, "iteration %u: TLB-hit loop did "
+					      "%llu accesses, not %llu", it,
+					      (unsigned long long)a.accesses,
+					      (unsigned long long)(passes * words));
+		bench_phase_record(r, "tlb_hit", it, a.guest_ns);
+		bench_phase_record(r, "native_hit", it, a.native_ns > 0 ? a.native_ns : 1);
+		bench_count_record(r, "hit_tlb_misses", it, a.tlb_misses);
+
+		if (bk_tlb_miss(d->vcpu, r->gpa_base, d->mem.p, total, c->page_shift, mpasses,
+				AC_MISS_SEED + it - 1, &a))
+			return bench_run_fail(r, BENCH_FAILED, "iteration %u: TLB-miss loop: %s",
+					      it, exit_why(d->vcpu, why, sizeof(why)));
+		if (a.accesses != mpasses * r->pages)
+			return bench_run_fail(r, BENCH_FAILED, "iteration %u: TLB-miss loop did "
+					      "%llu accesses, not %llu", it,
+					      (unsigned long long)a.accesses,
+					      (unsigned long long)(mpasses * r->pages));
+		bench_phase_record(r, "tlb_miss", it, a.guest_ns);
+		bench_phase_record(r, "native_miss", it, a.native_ns > 0 ? a.native_ns : 1);
+		bench_count_record(r, "miss_tlb_misses", it, a.tlb_misses);
+		bench_count_record(r, "table_pages", it, table_pages(d->vm));
+	}
+	if (c->out)
+		fputc('\n', c->out);
+	return 0;
+}
+
+static int ac_run_gpamm(const struct bench_cfg *c, struct bench_run *r)
+{
+	const uint64_t psz = 1ULL << c->page_shift, total = bench_total_bytes(c);
+	struct gpamm_vm_config vcfg = { .page_shift = c->page_shift, .levels = c->levels,
+					.max_vcpus = 1 };
+	struct ac_gpamm d;
+	struct gpamm_geom g;
+	cpu_set_t saved;
+	char err[256], sz[32];
+	int cpu, ret = -1;
+
+	memset(&d, 0, sizeof(d));
+	d.cfg = c;
+	d.r = r;
+	if (gpamm_geom_init(&g, c->page_shift, c->levels))
+		return bench_run_fail(r, BENCH_FAILED, "no layout with %u-byte pages and %u levels",
+				      1u << c->page_shift, c->levels);
+	if (total > gpamm_geom_space(&g))
+		return bench_run_fail(r, BENCH_FAILED, "%s does not fit in the %u-bit GPA space",
+				      bench_size_str(total, sz, sizeof(sz)), g.gpa_bits);
+	/* As memstress: the test memory sits at the top of the guest-physical space. */
+	r->gpa_base = (gpamm_geom_space(&g) - total) & ~(gpamm_geom_huge_size(&g) - 1);
+
+	if (c->out && total >= (4ULL << 30)) {
+		fprintf(c->out, "(%s: pre-touching %s of host memory first; this can take a "
+			"while)\n", r->backend, bench_size_str(total, sz, sizeof(sz)));
+		fflush(c->out);
+	}
+	if (bench_mem_alloc(&d.mem, total, psz, c->thp, err, sizeof(err)))
+		return bench_run_fail(r, BENCH_FAILED, "%s", err);
+	r->touch_s = d.mem.touch_s;
+	snprintf(r->host_desc, sizeof(r->host_desc),
+		 "direct host (guest RAM is this process's memory), anonymous %s, MAP_NORESERVE",
+		 c->thp ? "THP-backed" : "4K host pages (THP off)");
+
+	d.host = gpamm_host_direct_create(c->page_shift);
+	vcfg.host = d.host;
+	if (!d.host || (ret = gpamm_vm_create(&vcfg, &d.vm))) {
+		bench_run_fail(r, BENCH_FAILED, "cannot create the VM: %s",
+			       d.host ? strerror(-ret) : "no host");
+		ret = -1;
+		goto out;
+	}
+	ret = ac_set_slots(&d, true);
+	if (ret)
+		goto out;
+	ret = gpamm_vcpu_create(d.vm, 0, &d.vcpu);
+	if (ret) {
+		ret = bench_run_fail(r, BENCH_FAILED, "vCPU 0: %s", strerror(-ret));
+		goto out;
+	}
+
+	/* The guest runs on this thread: pin it for the whole measurement. */
+	cpu = bench_pin_cpu(AC_CPU, &saved);
+	if (c->out) {
+		char lay[32], tot[32];
+
+		fprintf(c->out, "== gpamm: %s, %s (%llu pages), %u slot%s, %u iteration%s; one "
+			"vCPU on this thread, %s%d\n",
+			cli_layout_name(c->page_shift, c->levels, lay, sizeof(lay)),
+			bench_size_str(total, tot, sizeof(tot)), (unsigned long long)r->pages,
+			c->slots, c->slots == 1 ? "" : "s", c->iterations,
+			c->iterations == 1 ? "" : "s",
+			cpu < 0 ? "not pinned: CPU " : "pinned to CPU ", cpu < 0 ? AC_CPU : cpu);
+		if (c->vcpus > 1)
+			fprintf(c->out, "(access_cost measures one vCPU; it has all %u x %s)\n",
+				c->vcpus, bench_size_str(c->bytes_per_vcpu, sz, sizeof(sz)));
+		fprintf(c->out, "host: %s; pre-touched by the host in %.2fs before the VM "
+			"started, so no phase includes a host page fault\n",
+			r->host_desc, r->touch_s);
+		fprintf(c->out, "guest physical test memory: [0x%llx, 0x%llx)\n",
+			(unsigned long long)r->gpa_base, (unsigned long long)(r->gpa_base + total));
+	}
+	ret = ac_body(&d);
+	if (cpu >= 0)
+		sched_setaffinity(0, sizeof(saved), &saved);
+out:
+	if (d.vm)
+		gpamm_vm_destroy(d.vm);
+	gpamm_host_destroy(d.host);
+	bench_mem_free(&d.mem);
+	return ret;
+}
+
+const struct bench_suite bench_suite_access_cost = {
+	.name = "access_cost",
+	.summary = "guest access cost: TLB hit, TLB miss vs native stores; populate",
+	.phases = ac_phases,
+	.nphases = sizeof(ac_phases) / sizeof(ac_phases[0]),
+	.counters = ac_counters,
+	.ncounters = sizeof(ac_counters) / sizeof(ac_counters[0]),
+	.run_gpamm = ac_run_gpamm,
+	.run_kvm = NULL,
+	.check = ac_check,
+	.ratios = ac_ratios,
+	.nratios = sizeof(ac_ratios) / sizeof(ac_ratios[0]),
+	.sweep_explain = ac_sweep_explain,
+};
