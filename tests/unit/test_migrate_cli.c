@@ -2,130 +2,221 @@
 /*
  * The main job from the outside: `gpamm migrate` on small sizes in every
  * dirty-log mode, its JSON checked (exact copy, no stale access, counts that
- * add up, nothing left after destroy), and its refusal of bad flags.
+ * add up, the configuration echoed back, nothing left after destroy), its
+ * text report and progress lines, the options that switch parts of the run
+ * off, and its refusal of bad flags.
+ *
+ * The binary is $GPAMM_BIN, or BUILD/gpamm next to this test's BUILD/tests/.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
+#include "harness/clitest.h"
 #include "harness/tap.h"
 
-static char bin[4096];
+#define ARGS(...) ((const char *const[]){ __VA_ARGS__, NULL })
 
-static void find_bin(const char *argv0)
+static struct jv *json_ok(struct result *r)
 {
-	const char *env = getenv("GPAMM_BIN");
-	char *slash;
+	struct jv *j;
 
-	if (env) {
-		snprintf(bin, sizeof(bin), "%s", env);
-		return;
+	if (r->status != 0)
+		tap_diag("exit %d, stderr: %s", r->status, r->err);
+	ASSERT_EQ_INT(r->status, 0);
+	j = json_parse(r->out);
+	if (!j)
+		tap_diag("not JSON: %.400s", r->out);
+	ASSERT(j != NULL);
+	return j;
+}
+
+static bool jbool(struct jv *v, const char *path)
+{
+	struct jv *x = jget(v, path);
+
+	if (!x || x->t != J_BOOL)
+		tap_fail(__FILE__, __LINE__, path, "missing or not true/false");
+	return x->b;
+}
+
+/*
+ * What every report must say: the copy is exact, the rounds add up, the
+ * downtime follows from the final round, and destroy left nothing.
+ * @pages: guest pages; @psz: page size.
+ */
+static void check_report(struct jv *j, uint64_t pages, uint64_t psz, unsigned max_rounds)
+{
+	struct jv *rounds = jget(j, "rounds");
+	uint64_t total = 0, last = 0;
+	double want_ms;
+
+	ASSERT(!strcmp(jstr(j, "verdict"), "exact"));
+	ASSERT_EQ(jnum(j, "mismatched_pages"), 0);
+	ASSERT_EQ(jnum(j, "stale_accesses"), 0);
+	ASSERT_EQ(jnum(j, "mem_bytes"), pages * psz);
+
+	/* round 0 is the full copy, the last one the stop-and-copy */
+	ASSERT(rounds && rounds->t == J_ARR);
+	ASSERT_GE(rounds->n, 2);
+	ASSERT_LE(rounds->n, max_rounds + 2);
+	ASSERT_EQ(jnum(j, "precopy_rounds"), rounds->n - 2);
+	ASSERT_EQ(jnum(rounds->items[0], "pages"), pages);
+	for (unsigned i = 0; i < rounds->n; i++) {
+		last = (uint64_t)jnum(rounds->items[i], "pages");
+		ASSERT_LE(last, pages);
+		ASSERT(jnum(rounds->items[i], "seconds") >= 0);
+		total += last;
 	}
-	/* build/tests/unit/test_migrate_cli -> build/gpamm */
-	snprintf(bin, sizeof(bin), "%s", argv0);
-	slash = strrchr(bin, '/');
-	if (slash)
-		*slash = 0;
-	strncat(bin, "/../../gpamm", sizeof(bin) - strlen(bin) - 1);
-}
+	ASSERT_EQ(jnum(j, "pages_copied"), total);
+	ASSERT_EQ(jnum(j, "bytes_copied"), total * psz);
+	ASSERT_EQ(jnum(j, "final_dirty_pages"), last);
+	/* the final dirty set, sent at the link speed (printed to 1 us) */
+	want_ms = (double)last * (double)psz * 8 / (jnum(j, "link_gbps") * 1e9) * 1e3;
+	ASSERT(fabs(jnum(j, "downtime_ms") - want_ms) <= 0.0005 + want_ms * 1e-6);
 
-/* Run gpamm with @args; stdout into @out; returns the exit status. */
-static int run_gpamm(const char *args, char *out, size_t len)
-{
-	char cmd[8192];
-	FILE *p;
-	size_t n = 0;
-	int st;
-
-	snprintf(cmd, sizeof(cmd), "%s %s 2>/dev/null", bin, args);
-	p = popen(cmd, "r");
-	ASSERT(p);
-	while (n + 1 < len && !feof(p))
-		n += fread(out + n, 1, len - 1 - n, p);
-	out[n] = 0;
-	st = pclose(p);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-/* The number after "key": in a flat JSON text (first occurrence). */
-static long long json_num(const char *js, const char *key)
-{
-	char pat[128];
-	const char *p;
-
-	snprintf(pat, sizeof(pat), "\"%s\":", key);
-	p = strstr(js, pat);
-	ASSERT(p);
-	return strtoll(p + strlen(pat), NULL, 10);
+	ASSERT(jnum(j, "guest_writes") > 0);
+	ASSERT(jnum(j, "faults") > 0);
+	ASSERT(jnum(j, "seconds") > 0);
+	ASSERT_EQ(jnum(j, "after_destroy.frames_live"), 0);
+	ASSERT_EQ(jnum(j, "after_destroy.pinned"), 0);
+	ASSERT_EQ(jnum(j, "after_destroy.vms"), 0);
+	ASSERT_EQ(jnum(j, "after_destroy.vcpus"), 0);
+	ASSERT_EQ(jnum(j, "after_destroy.table_pools"), 0);
+	ASSERT_EQ(jnum(j, "after_destroy.threads"), 0);
 }
 
 static void check_mode(const char *mode)
 {
-	static char out[1 << 16];
-	char args[256];
-	uint64_t seed = tap_seed();
+	char seed[32];
+	struct result r;
+	struct jv *j;
 
-	snprintf(args, sizeof(args), "migrate --mem 32M --page-shift 12 --mode %s --json --seed %llu",
-		 mode, (unsigned long long)seed);
-	ASSERT_EQ_INT(run_gpamm(args, out, sizeof(out)), 0);
-	ASSERT(strstr(out, "\"verdict\":\"exact\""));
-	ASSERT_EQ(json_num(out, "mismatched_pages"), 0);
-	ASSERT_EQ(json_num(out, "stale_accesses"), 0);
-	ASSERT_EQ(json_num(out, "frames_live"), 0);
-	ASSERT_EQ(json_num(out, "pinned"), 0);
-	ASSERT_EQ(json_num(out, "vms"), 0);
-	ASSERT_EQ(json_num(out, "table_pools"), 0);
-	/* round 0 copies everything; the total is the sum of the rounds */
-	long long total = 0;
-	const char *p = strstr(out, "\"rounds\":[");
-	ASSERT(p);
-	long long first = -1;
-	while ((p = strstr(p, "{\"pages\":")) && p < strstr(out, "]")) {
-		long long v = strtoll(p + 9, NULL, 10);
-		if (first < 0)
-			first = v;
-		total += v;
-		p += 9;
-	}
-	ASSERT_EQ(first, 32ULL << 20 >> 12);
-	ASSERT_EQ(json_num(out, "pages_copied"), total);
-	ASSERT_EQ(json_num(out, "bytes_copied"), total << 12);
+	snprintf(seed, sizeof(seed), "%llu", (unsigned long long)tap_seed());
+	r = run_gpamm(NULL, ARGS("migrate", "--mem", "32M", "--page-shift", "12", "--mode", mode,
+				 "--json", "--seed", seed));
+	j = json_ok(&r);
+	check_report(j, 32ULL << 20 >> 12, 4096, 30);
+	/* the configuration comes back as given, defaults filled in */
+	ASSERT(!strcmp(jstr(j, "mode"), mode));
+	ASSERT(!strcmp(jstr(j, "layout"), "4K/3-level"));
+	ASSERT_EQ(jnum(j, "seed"), strtoull(seed, NULL, 10));
+	ASSERT_EQ(jnum(j, "vcpus"), 2);
+	ASSERT_EQ(jnum(j, "rate"), 20000);
+	ASSERT_EQ(jnum(j, "link_gbps"), 10);
+	ASSERT(jbool(j, "checking"));
+	/* --json keeps stderr free of progress lines */
+	ASSERT(!strstr(r.err, "round"));
+	jv_free(j);
+	result_free(&r);
 }
 
 static void test_migrate_manual(void) { check_mode("manual"); }
 static void test_migrate_classic(void) { check_mode("classic"); }
 static void test_migrate_ring(void) { check_mode("ring"); }
 
+/* Everything optional off, an unthrottled guest, one pre-copy round, 4 levels. */
+static void test_migrate_options(void)
+{
+	struct result r = run_gpamm(NULL, ARGS("migrate", "--mem", "16M", "--page-shift", "12",
+					       "--levels", "4", "-v", "3", "--rate", "0",
+					       "--max-rounds", "1", "--no-checking",
+					       "--no-host-events", "--hot", "5", "--hot-writes", "50",
+					       "--link-gbps", "2.5", "-s", "7", "--json"));
+	struct jv *j = json_ok(&r);
+
+	check_report(j, 16ULL << 20 >> 12, 4096, 1);
+	ASSERT(!strcmp(jstr(j, "layout"), "4K/4-level"));
+	ASSERT_EQ(jnum(j, "vcpus"), 3);
+	ASSERT_EQ(jnum(j, "rate"), 0);
+	ASSERT_EQ(jnum(j, "seed"), 7);
+	ASSERT_EQ(jnum(j, "link_gbps"), 2.5);
+	ASSERT(!jbool(j, "checking"));
+	ASSERT_EQ(jnum(j, "host_reclaimed"), 0);
+	ASSERT_EQ(jnum(j, "host_migrated"), 0);
+	ASSERT_LE(jnum(j, "precopy_rounds"), 1);
+	jv_free(j);
+	result_free(&r);
+
+	/* 64K pages, 2 levels */
+	r = run_gpamm(NULL, ARGS("migrate", "--mem", "64M", "--page-shift", "16", "--levels", "2",
+				 "--json", "--seed", "11"));
+	j = json_ok(&r);
+	check_report(j, 64ULL << 20 >> 16, 65536, 30);
+	ASSERT(!strcmp(jstr(j, "layout"), "64K/2-level"));
+	jv_free(j);
+	result_free(&r);
+}
+
+/* The text report: one progress line per round on stderr, the verdict on stdout. */
+static void test_migrate_text(void)
+{
+	struct result r = run_gpamm(NULL, ARGS("migrate", "--mem", "16M", "--seed", "3"));
+
+	if (r.status)
+		tap_diag("exit %d, stderr: %s", r.status, r.err);
+	ASSERT_EQ_INT(r.status, 0);
+	ASSERT(strstr(r.out, "gpamm migrate: 16 MiB of guest memory, 16K/3-level, 2 vCPUs, "
+			     "manual dirty log"));
+	ASSERT(strstr(r.out, "seed 3"));
+	ASSERT(strstr(r.out, "(full copy)"));
+	ASSERT(strstr(r.out, "(stop-and-copy)"));
+	ASSERT(strstr(r.out, "verification: exact copy (0 of 1024 pages differ)"));
+	ASSERT(strstr(r.out, "stale accesses seen by the host: 0\n"));
+	ASSERT(strstr(r.out, "after destroy: 0 frames live, 0 pins, 0 VMs, 0 vCPUs, "
+			     "0 table pools, 0 library threads"));
+	ASSERT(strstr(r.err, "full copy      round   0:     1024 pages dirty"));
+	ASSERT(strstr(r.err, "stop-and-copy"));
+	result_free(&r);
+}
+
 static void test_migrate_bad_flags(void)
 {
-	static char out[4096];
-	static const char *bad[] = {
-		"migrate --bogus", "migrate --mem 0", "migrate --mem 10Q", "migrate --mode fast",
-		"migrate --vcpus 0", "migrate --page-shift 13", "migrate extra",
-		"migrate --mem 12K", "migrate --max-rounds 0", "migrate --link-gbps -1",
+	static const char *const bad[][4] = {
+		{ "--bogus" }, { "--mem", "0" }, { "--mem", "10Q" }, { "--mode", "fast" },
+		{ "--vcpus", "0" }, { "--page-shift", "13" }, { "extra" }, { "--mem", "12K" },
+		{ "--max-rounds", "0" }, { "--link-gbps", "-1" }, { "--levels", "5" },
+		{ "--hot", "101" }, { "--hot-writes", "x" }, { "--rate", "-5" },
+		{ "--max-downtime-ms", "0" }, { "--seed", "abc" }, { "--mem" },
+		{ "--page-shift", "14", "--levels", "4" }, { "--vcpus", "65" }, { "--mem", "65G" },
 	};
+	struct result r;
 
 	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		int rc = run_gpamm(bad[i], out, sizeof(out));
-		if (rc != 2)
-			tap_diag("'%s' exited %d", bad[i], rc);
-		ASSERT_EQ_INT(rc, 2);
+		const char *a[6] = { "migrate" };
+
+		for (unsigned k = 0; k < 4 && bad[i][k]; k++)
+			a[k + 1] = bad[i][k];
+		r = run_gpamm(NULL, a);
+		if (r.status != 2 || !strstr(r.err, "gpamm migrate: "))
+			tap_diag("'migrate %s %s' exited %d: %s", bad[i][0],
+				 bad[i][1] ? bad[i][1] : "", r.status, r.err);
+		ASSERT_EQ_INT(r.status, 2);
+		ASSERT(strstr(r.err, "gpamm migrate: "));
+		ASSERT(strstr(r.err, "Try 'gpamm migrate --help'."));
+		ASSERT_EQ(r.out[0], '\0');
+		result_free(&r);
 	}
-	ASSERT_EQ_INT(run_gpamm("migrate --help", out, sizeof(out)), 0);
-	ASSERT(strstr(out, "usage: gpamm migrate"));
+	r = run_gpamm(NULL, ARGS("migrate", "--help"));
+	ASSERT_EQ_INT(r.status, 0);
+	ASSERT(strstr(r.out, "usage: gpamm migrate"));
+	result_free(&r);
 }
 
 int main(int argc, char **argv)
 {
 	tap_init(argc, argv);
-	find_bin(argv[0]);
-	if (access(bin, X_OK))
-		tap_diag("no gpamm binary at %s", bin);
+	find_binary();
+	if (!gpamm_bin_present()) {
+		printf("not ok 1 - setup\n");
+		return 1;
+	}
 	TEST(test_migrate_manual);
 	TEST(test_migrate_classic);
 	TEST(test_migrate_ring);
+	TEST(test_migrate_options);
+	TEST(test_migrate_text);
 	TEST(test_migrate_bad_flags);
 	return tap_done();
 }

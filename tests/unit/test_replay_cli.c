@@ -8,39 +8,35 @@
  * test computes from the trace on its own: record counts; pages touched
  * = faults (= slow faults, = the one working-set sample) when nothing is
  * aged; pages written = the distinct pages stored to (S or M); the aging
- * series adds up. The binary form round-trips; page-crossing accesses
- * are split; malformed, empty and unreadable traces and bad flags fail
- * with a clear message and the right exit status.
+ * series adds up, interval by interval; the settings come back as given.
+ * The binary form round-trips (same report, sample by sample); page-
+ * crossing accesses are split; the text report says what the JSON says;
+ * malformed, empty and unreadable traces and bad flags fail with a clear
+ * message and the right exit status.
  *
- * The binary is GPAMM_BIN, or BUILD/gpamm next to this test's BUILD/tests/.
+ * Runs go through the shared harness (harness/clitest.h): the binary is
+ * $GPAMM_BIN, or BUILD/gpamm next to this test's BUILD/tests/.
  */
-#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <spawn.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include "harness/clitest.h"
 #include "harness/tap.h"
 
-extern char **environ;
-
-static char gpamm_bin[PATH_MAX + 64];
 static char data_trace[PATH_MAX + 64];
 static char tmpdir[] = "/tmp/gpamm-replay-test-XXXXXX";
 
 /* ---- running the binary ---------------------------------------------------- */
 
-struct out {
-	int status; /* exit status, or 128 + signal */
-	char *out, *err;
-};
-
-static struct out last; /* freed by the next run, so a failed ASSERT leaks nothing */
+/* The last run and its report: freed by the next run, so a failed ASSERT leaks nothing. */
+static struct result last;
+static struct jv *last_json;
 
 static char *slurp(const char *path, size_t *lenp)
 {
@@ -72,80 +68,118 @@ static void tmp_path(char *buf, size_t len, const char *name)
 	snprintf(buf, len, "%s/%s", tmpdir, name);
 }
 
-/* Run gpamm with @args (NULL-terminated, without argv[0]), stdin from @in (or /dev/null). */
-static const struct out *run(const char *in, const char *const *args)
-{
-	char outp[PATH_MAX], errp[PATH_MAX];
-	const char *argv[32];
-	posix_spawn_file_actions_t fa;
-	pid_t pid;
-	int st, i, r;
+/* A report kept across the next run (until the one after that, or the end). */
+static struct jv *held;
 
-	free(last.out);
-	free(last.err);
+static struct jv *hold(void)
+{
+	jv_free(held);
+	held = last_json;
+	last_json = NULL;
+	return held;
+}
+
+static void forget_last(void)
+{
+	jv_free(last_json);
+	last_json = NULL;
+	result_free(&last);
 	memset(&last, 0, sizeof(last));
-	argv[0] = gpamm_bin;
-	for (i = 0; args[i]; i++)
-		argv[i + 1] = args[i];
-	argv[i + 1] = NULL;
-	tmp_path(outp, sizeof(outp), "stdout");
-	tmp_path(errp, sizeof(errp), "stderr");
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 0, in ? in : "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_addopen(&fa, 1, outp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	posix_spawn_file_actions_addopen(&fa, 2, errp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	r = posix_spawn(&pid, gpamm_bin, &fa, NULL, (char *const *)argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	ASSERT_EQ_INT(r, 0);
-	while (waitpid(pid, &st, 0) < 0)
-		ASSERT_EQ_INT(errno, EINTR);
-	last.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-	last.out = slurp(outp, NULL);
-	last.err = slurp(errp, NULL);
-	ASSERT(last.out && last.err);
+}
+
+/*
+ * Run gpamm with @args (NULL-terminated, without argv[0]), its stdin from
+ * @in. run_gpamm() hands the child our own stdin, which main() pointed at
+ * /dev/null; for a file it is pointed there for the one run.
+ */
+static const struct result *run(const char *in, const char *const *args)
+{
+	int saved = -1, fd;
+
+	forget_last();
+	if (in) {
+		fd = open(in, O_RDONLY);
+		ASSERT(fd >= 0);
+		saved = dup(0);
+		ASSERT(saved >= 0);
+		ASSERT_EQ_INT(dup2(fd, 0), 0);
+		close(fd);
+	}
+	last = run_gpamm(NULL, args);
+	if (in) {
+		dup2(saved, 0);
+		close(saved);
+	}
 	return &last;
 }
 
 #define RUN(in, ...) run(in, (const char *const[]){ __VA_ARGS__, NULL })
 
-/* ---- reading the JSON report (flat keys; the series is parsed separately) ---- */
-
-static uint64_t jget(const char *json, const char *key)
+/* The last run succeeded and printed one JSON report: return it. */
+static struct jv *report(void)
 {
-	char pat[64];
-	const char *p;
+	if (last.status)
+		tap_diag("exit %d, stderr: %s", last.status, last.err);
+	ASSERT_EQ_INT(last.status, 0);
+	jv_free(last_json);
+	last_json = json_parse(last.out);
+	if (!last_json)
+		tap_diag("not JSON: %.400s", last.out);
+	ASSERT(last_json != NULL);
+	return last_json;
+}
 
-	snprintf(pat, sizeof(pat), "\"%s\": ", key);
-	p = strstr(json, pat);
-	if (!p) {
-		tap_diag("no key %s in:\n%s", key, json);
-		tap_fail(__FILE__, __LINE__, "key in report", key);
-	}
-	return strtoull(p + strlen(pat), NULL, 10);
+static uint64_t ju(struct jv *j, const char *key)
+{
+	double v = jnum(j, key);
+
+	ASSERT(v >= 0 && v == floor(v));
+	return (uint64_t)v;
+}
+
+static bool jbool(struct jv *v, const char *path)
+{
+	struct jv *x = jget(v, path);
+
+	if (!x || x->t != J_BOOL)
+		tap_fail(__FILE__, __LINE__, path, "missing or not true/false");
+	return x->b;
 }
 
 struct series {
 	uint64_t n, young, slow, fast, last_end, max_young;
 };
 
-static struct series jseries(const char *json)
+/*
+ * The working-set series: intervals numbered 0, 1, ..., each ending at
+ * the next multiple of @interval accesses (the last one at the end of the
+ * trace, and the only one with @interval 0); with one vCPU a page is
+ * young in an interval exactly when it faulted in it, once.
+ */
+static struct series jseries(struct jv *j, uint64_t interval, uint64_t accesses, bool one_vcpu)
 {
+	struct jv *ws = jget(j, "working_set");
 	struct series s = { 0 };
-	const char *p = strstr(json, "\"working_set\": [");
 
-	ASSERT(p);
-	while ((p = strstr(p, "{\"interval\": "))) {
-		uint64_t idx = strtoull(p + 13, NULL, 10), y;
+	ASSERT(ws && ws->t == J_ARR);
+	for (unsigned i = 0; i < ws->n; i++) {
+		struct jv *x = ws->items[i];
+		uint64_t y = ju(x, "young"), end = ju(x, "accesses");
+		uint64_t want = interval && (i + 1) * interval < accesses ? (i + 1) * interval
+									  : accesses;
 
-		ASSERT_EQ(idx, s.n);
-		s.last_end = jget(p, "accesses");
-		y = jget(p, "young");
+		ASSERT_EQ(ju(x, "interval"), i);
+		if (accesses)
+			ASSERT_EQ(end, want);
+		ASSERT_LE(y, ju(j, "pages_touched"));
+		if (one_vcpu)
+			ASSERT_EQ(y, ju(x, "slow_faults") + ju(x, "fast_faults"));
+		s.last_end = end;
 		s.young += y;
 		s.max_young = y > s.max_young ? y : s.max_young;
-		s.slow += jget(p, "slow_faults");
-		s.fast += jget(p, "fast_faults");
+		s.slow += ju(x, "slow_faults");
+		s.fast += ju(x, "fast_faults");
 		s.n++;
-		p++;
 	}
 	return s;
 }
@@ -223,25 +257,47 @@ static struct expect parse_trace(const char *path, unsigned page_shift, bool ife
 }
 
 /* What the report must say about the trace, whatever the run's settings. */
-static void check_counts(const char *json, const struct expect *e)
+static void check_counts(struct jv *j, const struct expect *e)
 {
-	ASSERT_EQ(jget(json, "records"), e->records);
-	ASSERT_EQ(jget(json, "ifetches"), e->count[0]);
-	ASSERT_EQ(jget(json, "loads"), e->count[1]);
-	ASSERT_EQ(jget(json, "stores"), e->count[2]);
-	ASSERT_EQ(jget(json, "modifies"), e->count[3]);
-	ASSERT_EQ(jget(json, "accesses"), e->accesses);
-	ASSERT_EQ(jget(json, "guest_loads"), e->loads);
-	ASSERT_EQ(jget(json, "guest_stores"), e->stores);
-	ASSERT_EQ(jget(json, "translations"), e->translations);
-	ASSERT_EQ(jget(json, "pages_touched"), e->touched);
-	ASSERT_EQ(jget(json, "pages_written"), e->written);
-	ASSERT_EQ(jget(json, "tlb_hits") + jget(json, "tlb_misses"), e->translations);
-	ASSERT_EQ(jget(json, "mmio_exits"), 0);
-	ASSERT_EQ(jget(json, "fault_retries"), 0);
-	ASSERT_GE(jget(json, "slot_pages"), e->touched);
-	ASSERT_EQ(jget(json, "slot_pages") % 64, 0);
-	ASSERT_EQ(jget(json, "faults"), jget(json, "slow_faults") + jget(json, "fast_faults"));
+	uint64_t translations = ju(j, "translations"), hits = ju(j, "tlb_hits");
+
+	ASSERT_EQ(ju(j, "records"), e->records);
+	ASSERT_EQ(ju(j, "ifetches"), e->count[0]);
+	ASSERT_EQ(ju(j, "loads"), e->count[1]);
+	ASSERT_EQ(ju(j, "stores"), e->count[2]);
+	ASSERT_EQ(ju(j, "modifies"), e->count[3]);
+	ASSERT_EQ(ju(j, "accesses"), e->accesses);
+	ASSERT_EQ(ju(j, "guest_loads"), e->loads);
+	ASSERT_EQ(ju(j, "guest_stores"), e->stores);
+	ASSERT_EQ(translations, e->translations);
+	ASSERT_EQ(ju(j, "pages_touched"), e->touched);
+	ASSERT_EQ(ju(j, "pages_written"), e->written);
+	ASSERT_EQ(hits + ju(j, "tlb_misses"), e->translations);
+	/* the rate is hits / translations, printed to six places */
+	ASSERT(fabs(jnum(j, "tlb_hit_rate") - (double)hits / (double)translations) < 1e-6);
+	/* a first touch cannot hit */
+	ASSERT_GE(ju(j, "tlb_misses"), ju(j, "pages_touched"));
+	ASSERT_EQ(ju(j, "mmio_exits"), 0);
+	ASSERT_EQ(ju(j, "fault_retries"), 0);
+	ASSERT_GE(ju(j, "slot_pages"), e->touched);
+	ASSERT_EQ(ju(j, "slot_pages") % 64, 0);
+	ASSERT_LT(ju(j, "slot_pages"), e->touched + 64);
+	ASSERT_EQ(ju(j, "faults"), ju(j, "slow_faults") + ju(j, "fast_faults"));
+	/* at least one table per level maps the slot */
+	ASSERT_GE(ju(j, "table_pages"), ju(j, "levels"));
+	ASSERT(jnum(j, "seconds") >= 0);
+}
+
+/* The run's settings come back as given. */
+static void check_config(struct jv *j, const char *format, unsigned page_shift, unsigned levels,
+			 unsigned vcpus, bool ifetch, uint64_t age_interval)
+{
+	ASSERT(!strcmp(jstr(j, "format"), format));
+	ASSERT_EQ(ju(j, "page_shift"), page_shift);
+	ASSERT_EQ(ju(j, "levels"), levels);
+	ASSERT_EQ(ju(j, "vcpus"), vcpus);
+	ASSERT_EQ(jbool(j, "ifetch"), ifetch);
+	ASSERT_EQ(ju(j, "age_interval"), age_interval);
 }
 
 /* ---- tests ------------------------------------------------------------------ */
@@ -252,19 +308,23 @@ static void test_lackey_counts(void)
 	static const char *const shifts[] = { "12", "14", "16" };
 
 	for (int i = 0; i < 3; i++) {
-		const struct out *o = RUN(NULL, "replay", "--json", "--page-shift", shifts[i],
-					  data_trace);
+		const struct result *o = RUN(NULL, "replay", "--json", "--page-shift", shifts[i],
+					     data_trace);
 		struct expect e = parse_trace(data_trace, (unsigned)atoi(shifts[i]), false);
+		struct jv *j = report();
 		struct series s;
 
-		ASSERT_EQ_INT(o->status, 0);
 		/* (an ASan build warns about swapcontext on stderr: only our own words count) */
 		ASSERT(!strstr(o->err, "gpamm"));
 		ASSERT_EQ(e.records, 4000);
-		check_counts(o->out, &e);
-		ASSERT_EQ(jget(o->out, "faults"), e.touched);
-		ASSERT_EQ(jget(o->out, "slow_faults"), e.touched);
-		s = jseries(o->out);
+		ASSERT(!strcmp(jstr(j, "trace"), data_trace));
+		check_config(j, "lackey", (unsigned)atoi(shifts[i]), 3, 1, false, 100000);
+		ASSERT_EQ(ju(j, "chunk"), 1024);
+		check_counts(j, &e);
+		ASSERT_EQ(ju(j, "faults"), e.touched);
+		ASSERT_EQ(ju(j, "slow_faults"), e.touched);
+		ASSERT_EQ(ju(j, "fast_faults"), 0);
+		s = jseries(j, 100000, e.accesses, true);
 		ASSERT_EQ(s.n, 1);
 		ASSERT_EQ(s.young, e.touched);
 		ASSERT_EQ(s.last_end, e.accesses);
@@ -277,42 +337,49 @@ static void test_lackey_counts(void)
 /* Aging every 250 accesses, fetches replayed: the series adds up. */
 static void test_aging_series(void)
 {
-	const struct out *o = RUN(NULL, "replay", "--json", "--ifetch", "--age-interval", "250",
-				  "--levels", "2", data_trace);
 	struct expect e = parse_trace(data_trace, 14, true);
 	struct series s;
+	struct jv *j;
 
-	ASSERT_EQ_INT(o->status, 0);
-	check_counts(o->out, &e);
+	RUN(NULL, "replay", "--json", "--ifetch", "--age-interval", "250", "--levels", "2",
+	    data_trace);
+	j = report();
+	check_config(j, "lackey", 14, 2, 1, true, 250);
+	check_counts(j, &e);
 	ASSERT_EQ(e.accesses, 4000);
-	ASSERT_EQ(jget(o->out, "slow_faults"), e.touched);
-	s = jseries(o->out);
+	ASSERT_EQ(ju(j, "slow_faults"), e.touched);
+	s = jseries(j, 250, e.accesses, true);
 	ASSERT_EQ(s.n, (e.accesses + 249) / 250);
 	ASSERT_EQ(s.last_end, e.accesses);
 	ASSERT_EQ(s.slow, e.touched);
-	ASSERT_EQ(s.fast, jget(o->out, "fast_faults"));
+	ASSERT_EQ(s.fast, ju(j, "fast_faults"));
 	/* one vCPU: a page young in an interval faulted exactly once in it */
-	ASSERT_EQ(s.young, jget(o->out, "faults"));
-	ASSERT_GE(jget(o->out, "fast_faults"), 1);
+	ASSERT_EQ(s.young, ju(j, "faults"));
+	ASSERT_GE(ju(j, "fast_faults"), 1);
 	ASSERT_LE(s.max_young, e.touched);
+	/* the first interval sees only first touches */
+	ASSERT_EQ(ju(j, "working_set.0.fast_faults"), 0);
 }
 
 /* Several vCPUs: the same pages, whatever the interleaving. */
 static void test_vcpus(void)
 {
-	const struct out *o = RUN(NULL, "replay", "--json", "--vcpus", "3", "--chunk", "64",
-				  "--age-interval", "300", "--page-shift", "12", data_trace);
 	struct expect e = parse_trace(data_trace, 12, false);
 	struct series s;
+	struct jv *j;
 
-	ASSERT_EQ_INT(o->status, 0);
-	check_counts(o->out, &e);
-	ASSERT_EQ(jget(o->out, "vcpus"), 3);
+	RUN(NULL, "replay", "--json", "--vcpus", "3", "--chunk", "64", "--age-interval", "300",
+	    "--page-shift", "12", data_trace);
+	j = report();
+	check_config(j, "lackey", 12, 3, 3, false, 300);
+	ASSERT_EQ(ju(j, "chunk"), 64);
+	check_counts(j, &e);
 	/* two vCPUs may take the first fault on a page at once */
-	ASSERT_GE(jget(o->out, "slow_faults"), e.touched);
-	s = jseries(o->out);
+	ASSERT_GE(ju(j, "slow_faults"), e.touched);
+	s = jseries(j, 300, e.accesses, false);
 	ASSERT_EQ(s.n, (e.accesses + 299) / 300);
-	ASSERT_EQ(s.slow, jget(o->out, "slow_faults"));
+	ASSERT_EQ(s.slow, ju(j, "slow_faults"));
+	ASSERT_EQ(s.fast, ju(j, "fast_faults"));
 }
 
 /* The keys that must not depend on the input's format. */
@@ -322,25 +389,32 @@ static const char *const count_keys[] = {
 	"faults", "slow_faults", "fast_faults", "tlb_misses", "tlb_hits", "table_pages",
 };
 
-static void same_counts(const char *a, const char *b)
+static void same_counts(struct jv *a, struct jv *b)
 {
-	struct series sa = jseries(a), sb = jseries(b);
+	struct jv *wa = jget(a, "working_set"), *wb = jget(b, "working_set");
+	static const char *const sample_keys[] = {
+		"accesses", "young", "slow_faults", "fast_faults",
+	};
 
 	for (size_t i = 0; i < sizeof(count_keys) / sizeof(count_keys[0]); i++)
-		ASSERT_EQ(jget(a, count_keys[i]), jget(b, count_keys[i]));
-	ASSERT_EQ(sa.n, sb.n);
-	ASSERT_EQ(sa.young, sb.young);
-	ASSERT_EQ(sa.slow, sb.slow);
-	ASSERT_EQ(sa.fast, sb.fast);
+		ASSERT_EQ(ju(a, count_keys[i]), ju(b, count_keys[i]));
+	/* one vCPU: the same series, sample by sample */
+	ASSERT(wa && wb);
+	ASSERT_EQ(wa->n, wb->n);
+	for (unsigned i = 0; i < wa->n; i++)
+		for (size_t k = 0; k < sizeof(sample_keys) / sizeof(sample_keys[0]); k++)
+			ASSERT_EQ(ju(wa->items[i], sample_keys[k]), ju(wb->items[i], sample_keys[k]));
 }
 
 static void test_binary_roundtrip(void)
 {
-	char bin[PATH_MAX], bin2[PATH_MAX], *text_json, *a;
+	char bin[PATH_MAX], bin2[PATH_MAX];
 	struct stat st_text, st_bin;
+	struct jv *text_json, *j;
 	size_t blen, b2len;
-	const struct out *o;
+	const struct result *o;
 	char *b1, *b2;
+	bool same;
 
 	tmp_path(bin, sizeof(bin), "trace.bin");
 	tmp_path(bin2, sizeof(bin2), "trace2.bin");
@@ -356,26 +430,22 @@ static void test_binary_roundtrip(void)
 	/* replaying text (writing the binary again on the way) and binary: same report */
 	o = RUN(NULL, "replay", "--json", "--page-shift", "12", "--age-interval", "200",
 		"--write-binary", bin2, data_trace);
-	ASSERT_EQ_INT(o->status, 0);
-	ASSERT(strstr(o->out, "\"format\": \"lackey\""));
-	text_json = strdup(o->out);
-	ASSERT(text_json);
-	o = RUN(NULL, "replay", "--json", "--page-shift", "12", "--age-interval", "200", bin);
-	a = strdup(o->out);
-	if (!a || o->status || !strstr(a, "\"format\": \"binary\"")) {
-		free(a);
-		free(text_json);
-		ASSERT(!"binary replay failed");
-	}
-	same_counts(text_json, a);
-	free(a);
-	free(text_json);
+	/* with --json the "wrote" line goes to stderr: stdout is the report alone */
+	ASSERT(strstr(o->err, "wrote 4000 records"));
+	j = report();
+	check_config(j, "lackey", 12, 3, 1, false, 200);
+	text_json = hold();
+	RUN(NULL, "replay", "--json", "--page-shift", "12", "--age-interval", "200", bin);
+	j = report();
+	check_config(j, "binary", 12, 3, 1, false, 200);
+	ASSERT(!strcmp(jstr(j, "trace"), bin));
+	same_counts(text_json, j);
 
 	/* both writes are byte for byte the same; stdin and stdout work too */
 	b1 = slurp(bin, &blen);
 	b2 = slurp(bin2, &b2len);
 	ASSERT(b1 && b2);
-	bool same = blen == b2len && !memcmp(b1, b2, blen);
+	same = blen == b2len && !memcmp(b1, b2, blen);
 	free(b1);
 	free(b2);
 	ASSERT(same);
@@ -410,21 +480,27 @@ static void test_page_crossing(void)
 	fclose(f);
 
 	for (int ifetch = 0; ifetch < 2; ifetch++) {
-		const struct out *o = ifetch ? RUN(NULL, "replay", "--json", "--page-shift", "12",
-						   "--ifetch", path)
-					     : RUN(NULL, "replay", "--json", "--page-shift", "12", path);
 		struct expect e = parse_trace(path, 12, ifetch);
+		struct jv *j;
 
-		ASSERT_EQ_INT(o->status, 0);
+		if (ifetch)
+			RUN(NULL, "replay", "--json", "--page-shift", "12", "--ifetch", path);
+		else
+			RUN(NULL, "replay", "--json", "--page-shift", "12", path);
+		j = report();
 		ASSERT_EQ(e.records, 8);
 		ASSERT_EQ(e.touched, 10 + 2 * ifetch);
 		ASSERT_EQ(e.written, 5);
-		check_counts(o->out, &e);
-		ASSERT_EQ(jget(o->out, "faults"), e.touched);
+		check_config(j, "lackey", 12, 3, 1, ifetch, 100000);
+		check_counts(j, &e);
+		ASSERT_EQ(ju(j, "faults"), e.touched);
+		/* a crossing access is two translations, a crossing modify four: S 2, L 2,
+		 * M 4, L 2, S 1, L 1, S 1 (the top one ends at 2^64 - 1), and I 2 */
+		ASSERT_EQ(ju(j, "translations"), 13 + 2 * ifetch);
 	}
 }
 
-static void expect_fail(const struct out *o, int status, const char *msg1, const char *msg2)
+static void expect_fail(const struct result *o, int status, const char *msg1, const char *msg2)
 {
 	if (o->status != status || !strstr(o->err, msg1) || (msg2 && !strstr(o->err, msg2)))
 		tap_diag("exit %d, stderr: %s", o->status, o->err);
@@ -433,6 +509,8 @@ static void expect_fail(const struct out *o, int status, const char *msg1, const
 	ASSERT(strstr(o->err, msg1));
 	ASSERT(!msg2 || strstr(o->err, msg2));
 	ASSERT_EQ(o->out[0], '\0'); /* nothing half-reported */
+	if (status == 2)
+		ASSERT(strstr(o->err, "Try 'gpamm replay --help'."));
 }
 
 static void write_file(const char *path, const void *data, size_t len)
@@ -451,7 +529,8 @@ static void test_bad_traces(void)
 	static const char zero[] = " L 1000,0\n";
 	static const char noise[] = "==7== Lackey, an example Valgrind tool\n==7== \n\n";
 	static const char fetches[] = "I  0401ab70,3\nI  0401ab73,5\n";
-	const struct out *o;
+	const struct result *o;
+	struct jv *j;
 	char *b;
 	size_t blen;
 
@@ -478,9 +557,15 @@ static void test_bad_traces(void)
 
 	write_file(path, fetches, sizeof(fetches) - 1);
 	expect_fail(RUN(NULL, "replay", path), 1, "nothing to replay", "--ifetch");
-	o = RUN(NULL, "replay", "--json", "--ifetch", path);
-	ASSERT_EQ_INT(o->status, 0);
-	ASSERT_EQ(jget(o->out, "faults"), 1);
+	RUN(NULL, "replay", "--json", "--ifetch", path);
+	j = report();
+	ASSERT_EQ(ju(j, "faults"), 1);
+	ASSERT_EQ(ju(j, "records"), 2);
+	ASSERT_EQ(ju(j, "ifetches"), 2);
+	ASSERT_EQ(ju(j, "accesses"), 2);
+	ASSERT_EQ(ju(j, "guest_loads"), 2);
+	ASSERT_EQ(ju(j, "guest_stores"), 0);
+	ASSERT_EQ(ju(j, "pages_written"), 0);
 
 	expect_fail(RUN(NULL, "replay", "/nonexistent/trace"), 1, "cannot open /nonexistent/trace",
 		    "No such file");
@@ -514,9 +599,42 @@ static void test_bad_traces(void)
 	expect_fail(RUN(NULL, "replay", out), 1, "version 9", NULL);
 }
 
+/* The text report says what the JSON says. */
+static void test_text_report(void)
+{
+	struct expect e = parse_trace(data_trace, 12, false);
+	char want[PATH_MAX + 200];
+	const struct result *o;
+
+	o = RUN(NULL, "replay", "--page-shift", "12", data_trace);
+	ASSERT_EQ_INT(o->status, 0);
+	ASSERT(strstr(o->out, "working set"));
+	ASSERT(strstr(o->out, "hit rate"));
+	snprintf(want, sizeof(want), "gpamm replay: %s (lackey), 4K/3-level, 1 vCPU\n", data_trace);
+	ASSERT(strstr(o->out, want));
+	snprintf(want, sizeof(want), "records       %llu: %llu ifetch, %llu load, %llu store, "
+		 "%llu modify\n", (unsigned long long)e.records, (unsigned long long)e.count[0],
+		 (unsigned long long)e.count[1], (unsigned long long)e.count[2],
+		 (unsigned long long)e.count[3]);
+	ASSERT(strstr(o->out, want));
+	snprintf(want, sizeof(want), "pages         %llu touched, %llu written (4 KiB pages",
+		 (unsigned long long)e.touched, (unsigned long long)e.written);
+	ASSERT(strstr(o->out, want));
+	snprintf(want, sizeof(want), "faults        %llu: %llu slow (first touches), 0 fast",
+		 (unsigned long long)e.touched, (unsigned long long)e.touched);
+	ASSERT(strstr(o->out, want));
+	snprintf(want, sizeof(want), "peak %llu pages of %llu touched\n",
+		 (unsigned long long)e.touched, (unsigned long long)e.touched);
+	ASSERT(strstr(o->out, want));
+	ASSERT(strstr(o->out, "(--age-interval 0)") == NULL);
+	o = RUN(NULL, "replay", "--age-interval", "0", data_trace);
+	ASSERT_EQ_INT(o->status, 0);
+	ASSERT(strstr(o->out, "the whole trace (--age-interval 0)"));
+}
+
 static void test_usage(void)
 {
-	const struct out *o;
+	const struct result *o;
 
 	o = RUN(NULL, "replay", "--help");
 	ASSERT_EQ_INT(o->status, 0);
@@ -537,44 +655,30 @@ static void test_usage(void)
 	expect_fail(RUN(NULL, "replay", "--write-binary", "-", data_trace), 2, "--no-replay", NULL);
 	expect_fail(RUN(NULL, "replay", "--write-binary", data_trace, "--no-replay", data_trace), 2,
 		    "overwrite", NULL);
-	o = RUN(NULL, "replay", "--page-shift", "12", data_trace);
-	ASSERT_EQ_INT(o->status, 0);
-	ASSERT(strstr(o->out, "working set"));
-	ASSERT(strstr(o->out, "hit rate"));
+	expect_fail(RUN(NULL, "replay", "--write-binary", "", data_trace), 2, "needs a file name",
+		    NULL);
+	expect_fail(RUN(NULL, "replay", ""), 2, "empty TRACE name", NULL);
 }
 
 /* ---- setup -------------------------------------------------------------------- */
 
-static bool find_paths(void)
+/* tests/data/lackey-true.trace: in the source tree above BUILD, or under the current directory. */
+static bool find_trace(void)
 {
-	char exe[PATH_MAX], build[PATH_MAX];
-	const char *env = getenv("GPAMM_BIN");
+	char exe[PATH_MAX];
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 	char *s;
 
-	build[0] = '\0';
+	data_trace[0] = '\0';
 	if (n > 0) {
 		exe[n] = '\0';
-		/* BUILD/tests/unit/test_replay_cli -> BUILD */
-		for (int up = 0; up < 3 && (s = strrchr(exe, '/')); up++)
+		/* SRC/BUILD/tests/unit/test_replay_cli -> SRC */
+		for (int up = 0; up < 4 && (s = strrchr(exe, '/')); up++)
 			*s = '\0';
-		snprintf(build, sizeof(build), "%s", exe);
+		snprintf(data_trace, sizeof(data_trace), "%s/tests/data/lackey-true.trace", exe);
 	}
-	if (env && *env)
-		snprintf(gpamm_bin, sizeof(gpamm_bin), "%s", env);
-	else
-		snprintf(gpamm_bin, sizeof(gpamm_bin), "%s/gpamm", build);
-	/* the source tree is BUILD's parent, or the current directory */
-	if ((s = strrchr(build, '/')))
-		*s = '\0';
-	snprintf(data_trace, sizeof(data_trace), "%s/tests/data/lackey-true.trace", build);
-	if (access(data_trace, R_OK))
+	if (!data_trace[0] || access(data_trace, R_OK))
 		snprintf(data_trace, sizeof(data_trace), "tests/data/lackey-true.trace");
-	if (access(gpamm_bin, X_OK)) {
-		printf("# %s not found or not executable: build it (make %s) or set GPAMM_BIN\n",
-		       gpamm_bin, gpamm_bin);
-		return false;
-	}
 	if (access(data_trace, R_OK)) {
 		printf("# tests/data/lackey-true.trace not found (run from the source tree)\n");
 		return false;
@@ -585,8 +689,7 @@ static bool find_paths(void)
 static void rm_tmpdir(void)
 {
 	static const char *const names[] = {
-		"stdout", "stderr", "trace.bin", "trace2.bin", "cross.trace", "bad.trace",
-		"bad.bin", "good.bin",
+		"trace.bin", "trace2.bin", "cross.trace", "bad.trace", "bad.bin", "good.bin",
 	};
 	char p[PATH_MAX];
 
@@ -599,10 +702,11 @@ static void rm_tmpdir(void)
 
 int main(int argc, char **argv)
 {
-	int ret;
+	int ret, fd;
 
 	tap_init(argc, argv);
-	if (!find_paths()) {
+	find_binary();
+	if (!gpamm_bin_present() || !find_trace()) {
 		printf("not ok 1 - setup\n");
 		return 1;
 	}
@@ -610,17 +714,25 @@ int main(int argc, char **argv)
 		perror("mkdtemp");
 		return 1;
 	}
-	printf("# gpamm: %s\n# trace: %s\n", gpamm_bin, data_trace);
+	/* a child reading "-" without a file given must see an empty stdin, not ours */
+	fd = open("/dev/null", O_RDONLY);
+	if (fd < 0 || dup2(fd, 0) < 0) {
+		perror("/dev/null");
+		return 1;
+	}
+	close(fd);
+	printf("# trace: %s\n", data_trace);
 	TEST(test_lackey_counts);
 	TEST(test_aging_series);
 	TEST(test_vcpus);
 	TEST(test_binary_roundtrip);
 	TEST(test_page_crossing);
 	TEST(test_bad_traces);
+	TEST(test_text_report);
 	TEST(test_usage);
 	ret = tap_done();
-	free(last.out);
-	free(last.err);
+	forget_last();
+	jv_free(held);
 	rm_tmpdir();
 	return ret;
 }
