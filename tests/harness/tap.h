@@ -63,4 +63,15 @@ uint64_t tap_rand(struct tap_rng *r);
 /* uniform in [0, n); n > 0 */
 uint64_t tap_below(struct tap_rng *r, uint64_t n);
 
+/* One step of xorshift64 on *@s (not 0): a cheap generator for guest loops. */
+static inline uint64_t tap_xorshift(uint64_t *s)
+{
+	uint64_t x = *s;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *s = x;
+}
+
 #endif

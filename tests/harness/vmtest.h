@@ -19,8 +19,6 @@ void vt_run_to_done(struct gpamm_vcpu *v, uint64_t mmio_val, unsigned *mmio_exit
 /* A VM over the direct host; *hostp gets the host to destroy afterwards. */
 struct gpamm_vm *vt_vm_direct(unsigned page_shift, unsigned levels, struct gpamm_host **hostp);
 
-#endif
-
 /* ---- one interface over both hosts, for tests that run on each ---------- */
 
 enum vt_host_kind { VT_DIRECT, VT_SIM };
@@ -39,3 +37,5 @@ void vt_host_read(struct vt_host *vh, uint64_t hva, void *buf, uint64_t len);
 void vt_host_write(struct vt_host *vh, uint64_t hva, const void *buf, uint64_t len);
 void vt_host_destroy(struct vt_host *vh);
 const char *vt_host_name(enum vt_host_kind kind);
+
+#endif

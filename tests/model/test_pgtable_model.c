@@ -34,53 +34,13 @@
 #include "gpamm/pgtable.h"
 #include "gpamm/pte.h"
 #include "harness/tap.h"
+#include "harness/where.h"
 
 #define TOTAL_OPS    1000000.0 /* across the six layouts, at scale 1 */
 #define CHECK_EVERY  1000
 #define MAX_WIN      4
 #define MAX_TABLES   64
 #define MAX_PENDING  4
-
-/* ---- failure context ---------------------------------------------------- */
-
-static char where[320];
-
-static _Noreturn void fail_cmp(const char *file, int line, const char *expr,
-			       const char *kind, unsigned long long a,
-			       unsigned long long b)
-{
-	char d[160];
-
-	tap_diag("at: %s", where);
-	tap_fmt2(d, sizeof(d), kind, a, b);
-	tap_fail(file, line, expr, d);
-}
-
-static _Noreturn void fail_expr(const char *file, int line, const char *expr)
-{
-	tap_diag("at: %s", where);
-	tap_fail(file, line, expr, NULL);
-}
-
-#define CHECK(c)                                                              \
-	do {                                                                  \
-		if (!(c))                                                     \
-			fail_expr(__FILE__, __LINE__, #c);                    \
-	} while (0)
-#define CHECK_EQ(a, b)                                                        \
-	do {                                                                  \
-		unsigned long long ca_ = (unsigned long long)(a);             \
-		unsigned long long cb_ = (unsigned long long)(b);             \
-		if (ca_ != cb_)                                               \
-			fail_cmp(__FILE__, __LINE__, #a " == " #b, "u", ca_, cb_); \
-	} while (0)
-#define CHECK_INT(a, b)                                                       \
-	do {                                                                  \
-		long long ca_ = (long long)(a), cb_ = (long long)(b);         \
-		if (ca_ != cb_)                                               \
-			fail_cmp(__FILE__, __LINE__, #a " == " #b, "d",       \
-				 (unsigned long long)ca_, (unsigned long long)cb_); \
-	} while (0)
 
 /* ---- the model ---------------------------------------------------------- */
 
@@ -652,11 +612,10 @@ static void describe(struct model *m, enum op op, const char *fmt, ...)
 	int n;
 	va_list ap;
 
-	n = snprintf(where, sizeof(where), "%s step %" PRIu64 " %s ", m->name, m->step,
-		     op_name[op]);
+	n = WHERE("%s step %" PRIu64 " %s ", m->name, m->step, op_name[op]);
 	va_start(ap, fmt);
-	if (n > 0 && (size_t)n < sizeof(where))
-		vsnprintf(where + n, sizeof(where) - (size_t)n, fmt, ap);
+	if (n > 0 && (size_t)n < sizeof(tap_where))
+		vsnprintf(tap_where + n, sizeof(tap_where) - (size_t)n, fmt, ap);
 	va_end(ap);
 }
 
@@ -1142,7 +1101,7 @@ static void run_layout(unsigned idx)
 	m->ps = gpamm_geom_layouts[idx][0];
 	m->levels = gpamm_geom_layouts[idx][1];
 	snprintf(m->name, sizeof(m->name), "%uK/%u-level", 1u << (m->ps - 10), m->levels);
-	snprintf(where, sizeof(where), "%s setup", m->name);
+	WHERE("%s setup", m->name);
 	tap_rng_seed(&m->rng, seed ^ (0x9e3779b97f4a7c15ULL * (idx + 1)));
 	CHECK_INT(gpamm_geom_init(&m->g, m->ps, m->levels), 0);
 	m->pg = m->g.page_size;
@@ -1175,18 +1134,18 @@ static void run_layout(unsigned idx)
 		m->step = i;
 		step(m);
 		if ((i + 1) % CHECK_EVERY == 0) {
-			snprintf(where, sizeof(where), "%s full check after step %" PRIu64,
+			WHERE("%s full check after step %" PRIu64,
 				 m->name, i);
 			full_check(m);
 		}
 	}
-	snprintf(where, sizeof(where), "%s final full check", m->name);
+	WHERE("%s final full check", m->name);
 	full_check(m);
 
 	/* Everything goes; only the root stays. */
 	m->step = steps;
 	do_flush(m, 0, UINT64_MAX);
-	snprintf(where, sizeof(where), "%s teardown", m->name);
+	WHERE("%s teardown", m->name);
 	free_pending(m);
 	full_check(m);
 	CHECK_EQ(m->ntab, 0);
@@ -1211,7 +1170,7 @@ static void run_layout(unsigned idx)
 		 m->st.full_checks);
 	/* A long run that never reached a path proves nothing about it. */
 	if (steps >= 50000) {
-		snprintf(where, sizeof(where), "%s coverage", m->name);
+		WHERE("%s coverage", m->name);
 		CHECK(m->st.map_ok && m->st.map_same && m->st.map_eexist && m->st.map_enomem);
 		CHECK(m->st.huge_ok && m->st.huge_eexist);
 		CHECK(m->st.tables_removed && m->st.topup_enomem && m->st.young_true);

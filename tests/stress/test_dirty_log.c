@@ -70,7 +70,6 @@
  * makes the first GET report every page.
  */
 #include <errno.h>
-#include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -78,6 +77,7 @@
 #include <unistd.h>
 
 #include "harness/tap.h"
+#include "harness/vcpu_gang.h"
 #include "harness/vmtest.h"
 #include "vm.h" /* to look at the GPA table: a failed call must not change it */
 
@@ -99,24 +99,17 @@ enum mode { M_CLASSIC, M_MANUAL, M_RING };
 static const char *const mode_name[] = { "classic", "manual-protect", "ring" };
 
 struct vc {
-	struct gpamm_vcpu *v;
-	pthread_t th;
-	unsigned idx;
+	struct vg_vcpu g;         /* the vCPU, its thread, parking and ring */
 	uint64_t seed;
 	/* guest side (runs on the vCPU thread) */
-	uint64_t pause_seq;       /* bumped by the guest at each pause exit */
 	uint64_t sweep;           /* the sequential part of the guest's stores */
 	/* vCPU thread <-> VMM */
 	atomic_ulong writes;      /* stores completed in this iteration */
 	atomic_ulong nl_writes;
-	atomic_int ring_full;     /* waiting for a reset */
-	atomic_ulong ring_full_exits;
-	bool parked;              /* under D.lock */
-	/* VMM side (ring) */
-	struct gpamm_dirty_gfn *ring;
-	uint32_t ring_size;
-	uint64_t fetch;
 };
+
+/* The vCPU threads, parked by the VMM (pause) and by a full ring. */
+static struct vcpu_gang G = VCPU_GANG_INIT;
 
 static struct {
 	enum mode mode;
@@ -124,43 +117,28 @@ static struct {
 	uint64_t gpa;            /* of the logged slot */
 	atomic_ulong iter;
 	atomic_ulong budget;     /* stores per vCPU per iteration */
-	atomic_int pause, quit, failed;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	uint64_t park_gen;       /* under lock */
-	uint64_t reset_gen;      /* under lock */
 	struct vc c[NVCPU];
-	uint64_t ring_collected, ring_reset, collections;
-} D = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
-
-static inline uint64_t xs(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	*s = x;
-	return x;
-}
+	uint64_t collections;
+} D;
 
 static int dl_guest(struct gpamm_vcpu *v, void *arg)
 {
 	struct vc *c = arg;
 	uint64_t s = c->seed | 1;
 
-	while (!atomic_load_explicit(&D.quit, memory_order_relaxed)) {
+	while (!vg_quitting(&G)) {
 		/* told to pause, or done for this iteration: wait outside */
-		if (atomic_load_explicit(&D.pause, memory_order_acquire) ||
+		if (vg_pausing(&G) ||
 		    atomic_load_explicit(&c->writes, memory_order_relaxed) >=
 		    atomic_load_explicit(&D.budget, memory_order_relaxed)) {
-			c->pause_seq++;
-			gpamm_guest_exit(v);
+			vg_guest_park(&c->g);
 			continue;
 		}
-		uint64_t x = xs(&s);
+		uint64_t x = tap_xorshift(&s);
 		uint64_t val = atomic_load_explicit(&D.iter, memory_order_relaxed);
 		if ((x & 63) == 0) {
-			gpamm_guest_write(v, NL_GPA + ((x >> 8) % NL_PAGES) * PSZ + c->idx * 8, 8, val);
+			gpamm_guest_write(v, NL_GPA + ((x >> 8) % NL_PAGES) * PSZ + c->g.idx * 8, 8,
+					  val);
 			atomic_fetch_add_explicit(&c->nl_writes, 1, memory_order_relaxed);
 			continue;
 		}
@@ -171,129 +149,19 @@ static int dl_guest(struct gpamm_vcpu *v, void *arg)
 		}
 		/* one store in four sweeps on sequentially: whole bitmap words get dirty */
 		uint64_t page = (x & 0x18) ? (x >> 8) % NPAGES : c->sweep++ % NPAGES;
-		gpamm_guest_write(v, D.gpa + page * PSZ + c->idx * 8, 8, val);
+		gpamm_guest_write(v, D.gpa + page * PSZ + c->g.idx * 8, 8, val);
 		atomic_fetch_add_explicit(&c->writes, 1, memory_order_relaxed);
 	}
 	return 0;
 }
 
-static void park(struct vc *c)
-{
-	pthread_mutex_lock(&D.lock);
-	uint64_t g = D.park_gen;
-	c->parked = true;
-	pthread_cond_broadcast(&D.cond);
-	while (D.park_gen == g && !atomic_load(&D.quit))
-		pthread_cond_wait(&D.cond, &D.lock);
-	pthread_mutex_unlock(&D.lock);
-}
-
-static void wait_reset(struct vc *c)
-{
-	pthread_mutex_lock(&D.lock);
-	uint64_t g = D.reset_gen;
-	atomic_store(&c->ring_full, 1);
-	while (D.reset_gen == g && !atomic_load(&D.quit))
-		pthread_cond_wait(&D.cond, &D.lock);
-	atomic_store(&c->ring_full, 0);
-	pthread_mutex_unlock(&D.lock);
-}
-
-static void *vthread(void *arg)
-{
-	struct vc *c = arg;
-	struct gpamm_run *run = gpamm_vcpu_run_state(c->v);
-	uint64_t handled = 0;
-
-	for (;;) {
-		int r = gpamm_vcpu_run(c->v);
-		if (r) {
-			tap_fail_async(__FILE__, __LINE__, "gpamm_vcpu_run failed");
-			break;
-		}
-		switch (run->exit_reason) {
-		case GPAMM_EXIT_DONE:
-			return NULL;
-		case GPAMM_EXIT_REQUEST:
-			/* park only at the guest's own pause point, once per pause */
-			if (c->pause_seq != handled) {
-				handled = c->pause_seq;
-				park(c);
-			}
-			break;
-		case GPAMM_EXIT_DIRTY_RING_FULL:
-			if (D.mode != M_RING) {
-				tap_fail_async(__FILE__, __LINE__, "ring-full exit without a ring");
-				goto fail;
-			}
-			/* at the end nobody resets any more: leave the guest where it is */
-			if (atomic_load(&D.quit))
-				return NULL;
-			atomic_fetch_add(&c->ring_full_exits, 1);
-			wait_reset(c);
-			break;
-		default:
-			tap_diag("vCPU %u: unexpected exit %u", c->idx, run->exit_reason);
-			tap_fail_async(__FILE__, __LINE__, "unexpected exit");
-			goto fail;
-		}
-	}
-fail:
-	atomic_store(&D.failed, 1);
-	pthread_mutex_lock(&D.lock);
-	c->parked = true; /* so that the VMM does not wait for it */
-	pthread_cond_broadcast(&D.cond);
-	pthread_mutex_unlock(&D.lock);
-	return NULL;
-}
-
 /* ---- the VMM side ------------------------------------------------------- */
 
-static int errors;
-#define CHECK(cond, ...)                                                        \
-	do {                                                                    \
-		if (!(cond)) {                                                  \
-			if (errors++ < 12)                                      \
-				tap_diag(__VA_ARGS__);                          \
-		}                                                               \
-	} while (0)
+#define CHECK(cond, ...) VG_CHECK(&G, cond, __VA_ARGS__)
 
 static inline bool bit(const uint64_t *bm, uint64_t i)
 {
 	return bm[i / 64] >> (i % 64) & 1;
-}
-
-/* Harvest every vCPU's ring into @bm, reset, and check the count. */
-static void ring_collect(uint64_t *bm)
-{
-	uint64_t n = 0;
-
-	for (unsigned i = 0; i < NVCPU; i++) {
-		struct vc *c = &D.c[i];
-		for (;;) {
-			struct gpamm_dirty_gfn *e = &c->ring[c->fetch & (c->ring_size - 1)];
-			uint32_t f = __atomic_load_n(&e->flags, __ATOMIC_ACQUIRE);
-			if (!(f & GPAMM_DIRTY_GFN_F_DIRTY))
-				break;
-			CHECK(e->slot == SLOT, "ring entry names slot %u, not %u", e->slot, SLOT);
-			CHECK(e->offset < NPAGES, "ring entry offset %llu beyond the slot",
-			      (unsigned long long)e->offset);
-			if (e->slot == SLOT && e->offset < NPAGES)
-				bm[e->offset / 64] |= 1ULL << (e->offset % 64);
-			__atomic_store_n(&e->flags, GPAMM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
-			c->fetch++;
-			n++;
-		}
-	}
-	int64_t r = gpamm_vm_reset_dirty_rings(D.vm);
-	CHECK(r == (int64_t)n, "reset %lld entries, collected %llu", (long long)r,
-	      (unsigned long long)n);
-	D.ring_collected += n;
-	D.ring_reset += r > 0 ? (uint64_t)r : 0;
-	pthread_mutex_lock(&D.lock);
-	D.reset_gen++;
-	pthread_cond_broadcast(&D.cond);
-	pthread_mutex_unlock(&D.lock);
 }
 
 /* One collection of the log, or'ed into @bm. */
@@ -304,7 +172,7 @@ static void collect(uint64_t *bm)
 
 	D.collections++;
 	if (D.mode == M_RING) {
-		ring_collect(bm);
+		vg_ring_collect(&G, SLOT, NPAGES, bm);
 		return;
 	}
 	tmp[NWORDS] = 0x5a5a5a5a5a5a5a5aULL;
@@ -320,51 +188,18 @@ static void collect(uint64_t *bm)
 		bm[w] |= tmp[w];
 }
 
-static bool any_ring_full(void)
+/* While the vCPUs stop, ring entries made meanwhile go to @bm. */
+static void stop_tick(void *bm)
 {
-	for (unsigned i = 0; i < NVCPU; i++)
-		if (atomic_load(&D.c[i].ring_full))
-			return true;
-	return false;
-}
-
-static bool all_parked(void)
-{
-	bool all = true;
-
-	pthread_mutex_lock(&D.lock);
-	for (unsigned i = 0; i < NVCPU; i++)
-		all &= D.c[i].parked;
-	pthread_mutex_unlock(&D.lock);
-	return all;
-}
-
-static void unpark(void)
-{
-	pthread_mutex_lock(&D.lock);
-	atomic_store(&D.pause, 0);
-	for (unsigned i = 0; i < NVCPU; i++)
-		D.c[i].parked = false;
-	D.park_gen++;
-	pthread_cond_broadcast(&D.cond);
-	pthread_mutex_unlock(&D.lock);
+	if (D.mode == M_RING)
+		collect(bm);
 }
 
 /* Raise pause and wait until every vCPU is parked; ring entries made
  * meanwhile go to @bm. Return false on a timeout or a vCPU failure. */
 static bool stop_all(uint64_t *bm)
 {
-	atomic_store_explicit(&D.pause, 1, memory_order_release);
-	for (unsigned i = 0; i < NVCPU; i++)
-		gpamm_vcpu_kick(D.c[i].v); /* only an accelerator */
-	for (unsigned t = 0; !all_parked(); t++) {
-		if (D.mode == M_RING)
-			collect(bm);
-		if (t > 10 * 1000 * 1000 / TICK_US || atomic_load(&D.failed))
-			return false;
-		usleep(TICK_US / 2);
-	}
-	return true;
+	return vg_stop(&G, TICK_US / 2, 10 * 1000 * 1000 / TICK_US, stop_tick, bm);
 }
 
 /*
@@ -423,17 +258,14 @@ static void run_mode(enum mode mode, unsigned iters)
 		.host = host, .flags = mode == M_MANUAL ? 0 : GPAMM_VM_PTW }, &vm), 0);
 	ASSERT(ram && nl && shadow);
 	tap_rng_seed(&rng, seed);
-	errors = 0;
+	vg_reset(&G, vm, mode == M_RING, NULL);
 	memset(&D.c, 0, sizeof(D.c));
 	D.mode = mode;
 	D.vm = vm;
 	D.gpa = gpamm_geom_space(gpamm_vm_geom(vm)) - LEN; /* the top of the GPA space */
-	D.ring_collected = D.ring_reset = D.collections = 0;
+	D.collections = 0;
 	atomic_store(&D.iter, 0);
 	atomic_store(&D.budget, UINT64_MAX);
-	atomic_store(&D.pause, 0);
-	atomic_store(&D.quit, 0);
-	atomic_store(&D.failed, 0);
 
 	if (mode == M_RING)
 		ASSERT_EQ_INT(gpamm_vm_enable_dirty_ring(vm, RING_ENTRIES), 0);
@@ -451,27 +283,27 @@ static void run_mode(enum mode mode, unsigned iters)
 
 	for (unsigned i = 0; i < NVCPU; i++) {
 		struct vc *c = &D.c[i];
-		c->idx = i;
+		struct gpamm_vcpu *v;
+
 		c->seed = seed * (2 * i + 3) + i;
 		c->sweep = tap_below(&rng, NPAGES);
-		ASSERT_EQ_INT(gpamm_vcpu_create(vm, i, &c->v), 0);
-		ASSERT_EQ_INT(gpamm_vcpu_set_guest(c->v, dl_guest, c, 0), 0);
+		ASSERT_EQ_INT(gpamm_vcpu_create(vm, i, &v), 0);
+		vg_add(&G, &c->g, v);
+		ASSERT_EQ_INT(gpamm_vcpu_set_guest(v, dl_guest, c, 0), 0);
 		if (mode == M_RING) {
-			c->ring = gpamm_vcpu_dirty_ring(c->v, &c->ring_size);
-			ASSERT(c->ring);
-			ASSERT_EQ(c->ring_size, RING_ENTRIES);
+			ASSERT(c->g.ring);
+			ASSERT_EQ(c->g.ring_size, RING_ENTRIES);
 		} else {
 			uint32_t n = 7;
-			ASSERT(!gpamm_vcpu_dirty_ring(c->v, &n));
+			ASSERT(!gpamm_vcpu_dirty_ring(v, &n));
 		}
 	}
-	for (unsigned i = 0; i < NVCPU; i++)
-		ASSERT_EQ_INT(pthread_create(&D.c[i].th, NULL, vthread, &D.c[i]), 0);
+	vg_start(&G);
 
 	/* Iteration 0: populate (value 0) until most pages are mapped. */
 	while (atomic_load(&D.c[0].writes) + atomic_load(&D.c[1].writes) < 2 * NPAGES &&
-	       !atomic_load(&D.failed)) {
-		if (mode == M_RING && any_ring_full())
+	       !vg_failed(&G)) {
+		if (mode == M_RING && vg_any_ring_full(&G))
 			collect(discard); /* not reached: nothing logs yet */
 		usleep(TICK_US);
 	}
@@ -484,7 +316,7 @@ static void run_mode(enum mode mode, unsigned iters)
 		CHECK(gpamm_vm_set_memory_region(vm, &r) == 0, "enabling logging failed");
 	}
 
-	for (k = 1; k <= iters && !stuck && !errors; k++) {
+	for (k = 1; k <= iters && !stuck && !G.errors; k++) {
 		unsigned reap = (unsigned)tap_below(&rng, 12), t;
 		memset(bm0, 0, sizeof(bm0));
 		memset(bm1, 0, sizeof(bm1));
@@ -493,15 +325,15 @@ static void run_mode(enum mode mode, unsigned iters)
 		atomic_store(&D.budget, MIN_WRITES + tap_below(&rng, NPAGES));
 		for (unsigned i = 0; i < NVCPU; i++)
 			atomic_store(&D.c[i].writes, 0);
-		unpark();
+		vg_release(&G);
 		for (t = 0;; t++) {
 			usleep(TICK_US);
-			if (t == reap || (mode == M_RING && t > reap && any_ring_full()))
+			if (t == reap || (mode == M_RING && t > reap && vg_any_ring_full(&G)))
 				collect(bm0);
 			if (t >= reap && atomic_load(&D.c[0].writes) >= MIN_WRITES &&
 			    atomic_load(&D.c[1].writes) >= MIN_WRITES)
 				break;
-			if (t > 10 * 1000 * 1000 / TICK_US || atomic_load(&D.failed)) {
+			if (t > 10 * 1000 * 1000 / TICK_US || vg_failed(&G)) {
 				stuck = true;
 				break;
 			}
@@ -516,18 +348,16 @@ static void run_mode(enum mode mode, unsigned iters)
 		verify(k, bm0, bm1, shadow, ram, &ndirty);
 	}
 
-	atomic_store(&D.quit, 1);
-	unpark();
+	vg_quit(&G);
 	for (unsigned i = 0; i < NVCPU; i++) {
-		pthread_join(D.c[i].th, NULL);
-		ring_full += atomic_load(&D.c[i].ring_full_exits);
+		ring_full += atomic_load(&D.c[i].g.ring_full_exits);
 		nl_w += atomic_load(&D.c[i].nl_writes);
 	}
 	tap_diag("%s: %u iterations, %llu stores, %llu pages reported dirty, %llu collections, "
 		 "%llu ring entries (%llu reset), %llu ring-full exits, %llu stores to the "
 		 "unlogged slot", mode_name[mode], k - 1, (unsigned long long)nwrites,
 		 (unsigned long long)ndirty, (unsigned long long)D.collections,
-		 (unsigned long long)D.ring_collected, (unsigned long long)D.ring_reset,
+		 (unsigned long long)G.ring_collected, (unsigned long long)G.ring_reset,
 		 (unsigned long long)ring_full, (unsigned long long)nl_w);
 	/* everything is torn down first, so that a failure here leaks nothing */
 	struct gpamm_vm_stats st;
@@ -539,10 +369,10 @@ static void run_mode(enum mode mode, unsigned iters)
 	free(shadow);
 	gpamm_live_objects(&l);
 	ASSERT(!stuck);
-	ASSERT_EQ(errors, 0);
+	ASSERT_EQ(G.errors, 0);
 	ASSERT_EQ(k - 1, iters);
 	if (mode == M_RING)
-		ASSERT_EQ(D.ring_collected, D.ring_reset);
+		ASSERT_EQ(G.ring_collected, G.ring_reset);
 	ASSERT(ndirty > 0);
 	ASSERT_EQ(st.pinned, 0);
 	ASSERT_EQ(l.vms + l.vcpus + l.tpools + l.threads, l0.vms + l0.vcpus + l0.tpools + l0.threads);

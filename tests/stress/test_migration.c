@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "harness/tap.h"
+#include "harness/vcpu_gang.h"
 #include "harness/vmtest.h"
 
 #define PS 12
@@ -53,65 +54,37 @@ enum mode { M_CLASSIC, M_MANUAL, M_RING };
 static const char *const mode_name[] = { "classic", "manual-protect", "ring" };
 
 struct vc {
-	struct gpamm_vcpu *v;
-	pthread_t th;
-	unsigned idx;
+	struct vg_vcpu g;         /* the vCPU, its thread, parking and ring */
 	uint64_t seed, hot;
-	uint64_t pause_seq;
 	atomic_ulong stores, loads;
-	atomic_int ring_full;
-	atomic_ulong ring_full_exits;
-	bool parked;
-	struct gpamm_dirty_gfn *ring;
-	uint32_t ring_size;
-	uint64_t fetch;
 };
+
+/* The vCPU threads, parked by the VMM (stop-and-copy) and by a full ring. */
+static struct vcpu_gang G = VCPU_GANG_INIT;
 
 static struct {
 	enum mode mode;
 	struct gpamm_vm *vm;
 	struct gpamm_host *h;
 	uint64_t hva;
-	atomic_int pause, quit, failed, host_stop;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	uint64_t park_gen, reset_gen;
+	atomic_int host_stop;
 	struct vc c[NVCPU];
-	uint64_t ring_collected, ring_reset;
 	atomic_ulong ev_reclaim, ev_migrate, ev_merge, ev_mprotect, pages_moved, memfaults;
-} D = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+} D;
 
-static int errors;
-#define CHECK(cond, ...)                                                        \
-	do {                                                                    \
-		if (!(cond)) {                                                  \
-			if (errors++ < 12)                                      \
-				tap_diag(__VA_ARGS__);                          \
-		}                                                               \
-	} while (0)
-
-static inline uint64_t xs(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	*s = x;
-	return x;
-}
+#define CHECK(cond, ...) VG_CHECK(&G, cond, __VA_ARGS__)
 
 static int mig_guest(struct gpamm_vcpu *v, void *arg)
 {
 	struct vc *c = arg;
 	uint64_t s = c->seed | 1;
 
-	while (!atomic_load_explicit(&D.quit, memory_order_relaxed)) {
-		if (atomic_load_explicit(&D.pause, memory_order_acquire)) {
-			c->pause_seq++;
-			gpamm_guest_exit(v);
+	while (!vg_quitting(&G)) {
+		if (vg_pausing(&G)) {
+			vg_guest_park(&c->g);
 			continue;
 		}
-		uint64_t x = xs(&s), val = xs(&s);
+		uint64_t x = tap_xorshift(&s), val = tap_xorshift(&s);
 		uint64_t page = (x & 7) ? (c->hot + (x >> 8) % HOT) % NPAGES : (x >> 8) % NPAGES;
 		uint64_t gpa = GPA_BASE + page * PSZ + ((x >> 40) % (PSZ / 8)) * 8;
 
@@ -137,83 +110,22 @@ static int mig_guest(struct gpamm_vcpu *v, void *arg)
 	return 0;
 }
 
-static void park(struct vc *c)
+/* A write to a page the host made read-only for a moment: retried. */
+static enum vg_exit mig_exit(struct vg_vcpu *c, struct gpamm_run *run)
 {
-	pthread_mutex_lock(&D.lock);
-	uint64_t g = D.park_gen;
-	c->parked = true;
-	pthread_cond_broadcast(&D.cond);
-	while (D.park_gen == g && !atomic_load(&D.quit))
-		pthread_cond_wait(&D.cond, &D.lock);
-	pthread_mutex_unlock(&D.lock);
-}
-
-static void wait_reset(struct vc *c)
-{
-	pthread_mutex_lock(&D.lock);
-	uint64_t g = D.reset_gen;
-	atomic_store(&c->ring_full, 1);
-	while (D.reset_gen == g && !atomic_load(&D.quit))
-		pthread_cond_wait(&D.cond, &D.lock);
-	atomic_store(&c->ring_full, 0);
-	pthread_mutex_unlock(&D.lock);
-}
-
-static void *vthread(void *arg)
-{
-	struct vc *c = arg;
-	struct gpamm_run *run = gpamm_vcpu_run_state(c->v);
-	uint64_t handled = 0;
-
-	for (;;) {
-		if (gpamm_vcpu_run(c->v)) {
-			tap_fail_async(__FILE__, __LINE__, "gpamm_vcpu_run failed");
-			break;
-		}
-		switch (run->exit_reason) {
-		case GPAMM_EXIT_DONE:
-			return NULL;
-		case GPAMM_EXIT_REQUEST:
-			if (c->pause_seq != handled) {
-				handled = c->pause_seq;
-				park(c);
-			}
-			break;
-		case GPAMM_EXIT_MEMORY_FAULT:
-			/* a write to a page the host made read-only for a moment */
-			if (run->memory_fault.error != -EFAULT ||
-			    !(run->memory_fault.flags & GPAMM_MEMORY_EXIT_FLAG_WRITE)) {
-				tap_fail_async(__FILE__, __LINE__, "unexpected memory fault");
-				goto fail;
-			}
-			atomic_fetch_add(&D.memfaults, 1);
-			usleep(10);
-			break;
-		case GPAMM_EXIT_DIRTY_RING_FULL:
-			if (D.mode != M_RING) {
-				tap_fail_async(__FILE__, __LINE__, "ring-full exit without a ring");
-				goto fail;
-			}
-			if (atomic_load(&D.quit))
-				return NULL;
-			atomic_fetch_add(&c->ring_full_exits, 1);
-			wait_reset(c);
-			break;
-		default:
-			tap_diag("vCPU %u: unexpected exit %u (memory fault gpa 0x%llx error %d)",
-				 c->idx, run->exit_reason,
-				 (unsigned long long)run->memory_fault.gpa, run->memory_fault.error);
-			tap_fail_async(__FILE__, __LINE__, "unexpected exit");
-			goto fail;
-		}
+	if (run->exit_reason != GPAMM_EXIT_MEMORY_FAULT)
+		return VG_EXIT_UNKNOWN;
+	if (run->memory_fault.error != -EFAULT ||
+	    !(run->memory_fault.flags & GPAMM_MEMORY_EXIT_FLAG_WRITE)) {
+		tap_diag("vCPU %u: memory fault gpa 0x%llx error %d flags 0x%llx", c->idx,
+			 (unsigned long long)run->memory_fault.gpa, run->memory_fault.error,
+			 (unsigned long long)run->memory_fault.flags);
+		tap_fail_async(__FILE__, __LINE__, "unexpected memory fault");
+		return VG_EXIT_FAIL;
 	}
-fail:
-	atomic_store(&D.failed, 1);
-	pthread_mutex_lock(&D.lock);
-	c->parked = true;
-	pthread_cond_broadcast(&D.cond);
-	pthread_mutex_unlock(&D.lock);
-	return NULL;
+	atomic_fetch_add(&D.memfaults, 1);
+	usleep(10);
+	return VG_EXIT_RUN_ON;
 }
 
 /* The host: reclaim, migrate and merge random runs of the slot's pages. */
@@ -222,7 +134,7 @@ static void *host_thread(void *arg)
 	uint64_t s = *(uint64_t *)arg | 1;
 
 	while (!atomic_load(&D.host_stop)) {
-		uint64_t x = xs(&s);
+		uint64_t x = tap_xorshift(&s);
 		uint64_t first = (x >> 8) % NPAGES, n = 1 + (x >> 40) % 64;
 		uint64_t hva = D.hva + first * PSZ;
 		int64_t r;
@@ -271,36 +183,6 @@ static void *host_thread(void *arg)
 
 /* ---- the VMM ---------------------------------------------------------------- */
 
-static void ring_collect(uint64_t *bm)
-{
-	uint64_t n = 0;
-
-	for (unsigned i = 0; i < NVCPU; i++) {
-		struct vc *c = &D.c[i];
-		for (;;) {
-			struct gpamm_dirty_gfn *e = &c->ring[c->fetch & (c->ring_size - 1)];
-			if (!(__atomic_load_n(&e->flags, __ATOMIC_ACQUIRE) & GPAMM_DIRTY_GFN_F_DIRTY))
-				break;
-			CHECK(e->slot == SLOT && e->offset < NPAGES, "bad ring entry: slot %u offset %llu",
-			      e->slot, (unsigned long long)e->offset);
-			if (e->slot == SLOT && e->offset < NPAGES)
-				bm[e->offset / 64] |= 1ULL << (e->offset % 64);
-			__atomic_store_n(&e->flags, GPAMM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
-			c->fetch++;
-			n++;
-		}
-	}
-	int64_t r = gpamm_vm_reset_dirty_rings(D.vm);
-	CHECK(r == (int64_t)n, "reset %lld entries, collected %llu", (long long)r,
-	      (unsigned long long)n);
-	D.ring_collected += n;
-	D.ring_reset += r > 0 ? (uint64_t)r : 0;
-	pthread_mutex_lock(&D.lock);
-	D.reset_gen++;
-	pthread_cond_broadcast(&D.cond);
-	pthread_mutex_unlock(&D.lock);
-}
-
 /* Collect the log into @bm (or'ed in) and re-protect what it reported. */
 static void sync_log(uint64_t *bm)
 {
@@ -308,7 +190,7 @@ static void sync_log(uint64_t *bm)
 	int r;
 
 	if (D.mode == M_RING) {
-		ring_collect(bm);
+		vg_ring_collect(&G, SLOT, NPAGES, bm);
 		return;
 	}
 	r = gpamm_vm_get_dirty_log(D.vm, SLOT, tmp);
@@ -335,41 +217,18 @@ static uint64_t copy_pages(const uint64_t *bm, uint8_t *dst)
 	return n;
 }
 
-static bool any_ring_full(void)
+/* While the vCPUs stop, ring entries made meanwhile go to @bm. */
+static void stop_tick(void *bm)
 {
-	for (unsigned i = 0; i < NVCPU; i++)
-		if (atomic_load(&D.c[i].ring_full))
-			return true;
-	return false;
-}
-
-static bool all_parked(void)
-{
-	bool all = true;
-
-	pthread_mutex_lock(&D.lock);
-	for (unsigned i = 0; i < NVCPU; i++)
-		all &= D.c[i].parked;
-	pthread_mutex_unlock(&D.lock);
-	return all;
-}
-
-static void release_all(void)
-{
-	pthread_mutex_lock(&D.lock);
-	atomic_store(&D.pause, 0);
-	for (unsigned i = 0; i < NVCPU; i++)
-		D.c[i].parked = false;
-	D.park_gen++;
-	pthread_cond_broadcast(&D.cond);
-	pthread_mutex_unlock(&D.lock);
+	if (D.mode == M_RING)
+		sync_log(bm);
 }
 
 /* Sleep about @us, harvesting rings that stop a vCPU meanwhile (into @bm). */
 static void run_for(unsigned us, uint64_t *bm)
 {
 	for (unsigned t = 0; t < us; t += 100) {
-		if (D.mode == M_RING && any_ring_full())
+		if (D.mode == M_RING && vg_any_ring_full(&G))
 			sync_log(bm);
 		usleep(100);
 	}
@@ -393,13 +252,8 @@ static void run_mode(enum mode mode)
 	gpamm_live_objects(&l0);
 	ASSERT(dst && cur);
 	tap_rng_seed(&rng, seed);
-	errors = 0;
 	memset(&D.c, 0, sizeof(D.c));
 	D.mode = mode;
-	D.ring_collected = D.ring_reset = 0;
-	atomic_store(&D.pause, 0);
-	atomic_store(&D.quit, 0);
-	atomic_store(&D.failed, 0);
 	atomic_store(&D.host_stop, 0);
 	atomic_store(&D.ev_reclaim, 0);
 	atomic_store(&D.ev_migrate, 0);
@@ -412,6 +266,7 @@ static void run_mode(enum mode mode)
 	ASSERT(D.h);
 	cfg.host = D.h;
 	ASSERT_EQ_INT(gpamm_vm_create(&cfg, &D.vm), 0);
+	vg_reset(&G, D.vm, mode == M_RING, mig_exit);
 	if (mode == M_RING)
 		ASSERT_EQ_INT(gpamm_vm_enable_dirty_ring(D.vm, RING_ENTRIES), 0);
 	if (mode == M_MANUAL)
@@ -424,24 +279,23 @@ static void run_mode(enum mode mode)
 	ASSERT_EQ_INT(gpamm_vm_set_memory_region(D.vm, &r), 0);
 	for (unsigned i = 0; i < NVCPU; i++) {
 		struct vc *c = &D.c[i];
-		c->idx = i;
+		struct gpamm_vcpu *v;
+
 		c->seed = seed * (i + 5) + 1;
 		c->hot = tap_below(&rng, NPAGES);
-		ASSERT_EQ_INT(gpamm_vcpu_create(D.vm, i, &c->v), 0);
-		ASSERT_EQ_INT(gpamm_vcpu_set_guest(c->v, mig_guest, c, 0), 0);
-		if (mode == M_RING) {
-			c->ring = gpamm_vcpu_dirty_ring(c->v, &c->ring_size);
-			ASSERT(c->ring);
-		}
+		ASSERT_EQ_INT(gpamm_vcpu_create(D.vm, i, &v), 0);
+		vg_add(&G, &c->g, v);
+		ASSERT_EQ_INT(gpamm_vcpu_set_guest(v, mig_guest, c, 0), 0);
+		if (mode == M_RING)
+			ASSERT(c->g.ring);
 	}
-	for (unsigned i = 0; i < NVCPU; i++)
-		ASSERT_EQ_INT(pthread_create(&D.c[i].th, NULL, vthread, &D.c[i]), 0);
+	vg_start(&G);
 	host_seed = tap_rand(&rng);
 	ASSERT_EQ_INT(pthread_create(&ht, NULL, host_thread, &host_seed), 0);
 
 	/* the guest runs a while before the migration starts */
 	while (atomic_load(&D.c[0].stores) + atomic_load(&D.c[1].stores) < NPAGES &&
-	       !atomic_load(&D.failed))
+	       !vg_failed(&G))
 		usleep(200);
 
 	/* start: logging on while the vCPUs run, then copy everything */
@@ -450,10 +304,10 @@ static void run_mode(enum mode mode)
 	CHECK(gpamm_vm_set_memory_region(D.vm, &r) == 0, "enabling logging failed");
 	for (uint64_t off = 0; off < LEN; off += 64 * PSZ) {
 		CHECK(gpamm_sim_read(D.h, D.hva + off, dst + off, 64 * PSZ) == 0, "round 0 read");
-		if (mode == M_RING && any_ring_full())
+		if (mode == M_RING && vg_any_ring_full(&G))
 			sync_log(bm); /* keep the vCPUs going; copied in round 1 */
 	}
-	for (round = 1; round <= rounds && !errors && !atomic_load(&D.failed); round++) {
+	for (round = 1; round <= rounds && !G.errors && !vg_failed(&G); round++) {
 		run_for(200 + (unsigned)tap_below(&rng, 1500), bm);
 		sync_log(bm);
 		copied += copy_pages(bm, dst);
@@ -461,18 +315,7 @@ static void run_mode(enum mode mode)
 	}
 
 	/* stop-and-copy */
-	atomic_store_explicit(&D.pause, 1, memory_order_release);
-	for (unsigned i = 0; i < NVCPU; i++)
-		gpamm_vcpu_kick(D.c[i].v);
-	for (unsigned t = 0; !all_parked(); t++) {
-		if (mode == M_RING)
-			sync_log(bm);
-		if (t > 100000 || atomic_load(&D.failed)) {
-			stuck = true;
-			break;
-		}
-		usleep(100);
-	}
+	stuck = !vg_stop(&G, 100, 100000, stop_tick, bm);
 	sync_log(bm);
 	final_pages = copy_pages(bm, dst);
 
@@ -492,13 +335,11 @@ static void run_mode(enum mode mode)
 		CHECK(bad == 0, "%s: %llu pages lost", mode_name[mode], (unsigned long long)bad);
 	}
 
-	atomic_store(&D.quit, 1);
-	release_all();
+	vg_quit(&G);
 	for (unsigned i = 0; i < NVCPU; i++) {
-		pthread_join(D.c[i].th, NULL);
 		stores += atomic_load(&D.c[i].stores);
 		loads += atomic_load(&D.c[i].loads);
-		full += atomic_load(&D.c[i].ring_full_exits);
+		full += atomic_load(&D.c[i].g.ring_full_exits);
 	}
 	struct gpamm_vm_stats st;
 	gpamm_vm_stats(D.vm, &st);
@@ -511,7 +352,7 @@ static void run_mode(enum mode mode)
 		 (unsigned long long)D.ev_migrate, (unsigned long long)D.ev_merge,
 		 (unsigned long long)D.ev_mprotect, (unsigned long long)D.pages_moved,
 		 (unsigned long long)D.memfaults, (unsigned long long)st.faults,
-		 (unsigned long long)st.fault_retries, (unsigned long long)D.ring_collected,
+		 (unsigned long long)st.fault_retries, (unsigned long long)G.ring_collected,
 		 (unsigned long long)full, (unsigned long long)st.stale_accesses);
 	/* tear down first, so that a failure here leaks nothing */
 	struct gpamm_host_stats hs;
@@ -523,13 +364,13 @@ static void run_mode(enum mode mode)
 	free(cur);
 	gpamm_live_objects(&l);
 	ASSERT(!stuck);
-	ASSERT_EQ(errors, 0);
+	ASSERT_EQ(G.errors, 0);
 	ASSERT_EQ(st.stale_accesses, 0);
 	ASSERT_EQ(st.pinned, 0);
 	ASSERT(copied > 0);
 	ASSERT(D.pages_moved > 0);
 	if (mode == M_RING)
-		ASSERT_EQ(D.ring_collected, D.ring_reset);
+		ASSERT_EQ(G.ring_collected, G.ring_reset);
 	ASSERT_EQ_INT(unmapped, 0);
 	ASSERT_EQ(hs.pinned, 0);
 	ASSERT_EQ(hs.frames_live, 0);

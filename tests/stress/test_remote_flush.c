@@ -41,9 +41,7 @@ static int writer(struct gpamm_vcpu *v, void *arg)
 	uint64_t x = c->seed | 1, n = 0;
 
 	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
+		tap_xorshift(&x);
 		gpamm_guest_write(v, GPA_BASE + (x % PAGES) * PSZ + (x >> 40) % (PSZ / 8) * 8, 8, ++n);
 		atomic_fetch_add_explicit(&c->stores, 1, memory_order_relaxed);
 	}

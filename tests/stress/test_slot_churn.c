@@ -45,9 +45,7 @@ static int guest(struct gpamm_vcpu *v, void *arg)
 	static const uint64_t bases[3] = { A0, A1, B };
 
 	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
+		tap_xorshift(&x);
 		uint64_t gpa = bases[x % 3] + ((x >> 8) % PAGES) * PSZ + ((x >> 32) % 512) * 8;
 		if (x & (1ULL << 63))
 			gpamm_guest_write(v, gpa, 8, x);

@@ -130,15 +130,6 @@ struct vc {
 	uint64_t reads, writes, checked, mmio_reads, memfaults, requests, errors;
 } vcs[NVCPU];
 
-static uint64_t xs(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
-}
-
 static void report(uint64_t *errs, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void report(uint64_t *errs, const char *fmt, ...)
 {
@@ -169,7 +160,7 @@ static int guest(struct gpamm_vcpu *v, void *arg)
 		/* Everything this vCPU did before is done; from here on it sees
 		 * the frozen range of this epoch or a later one. */
 		atomic_store_explicit(&c->ack, atomic_load(&fz_epoch), memory_order_seq_cst);
-		uint64_t x = xs(&c->rng);
+		uint64_t x = tap_xorshift(&c->rng);
 		int s = (int)(x & 1);
 		uint64_t p = (x >> 8) % PAGES;
 		bool own = p % NVCPU == c->id, fz = frozen(s, p);

@@ -29,20 +29,6 @@ static const char *const pt_counts[] = { "pages_mapped", "lookups_found", "pages
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
-static struct jv *parse_ok(struct result *r)
-{
-	struct jv *j;
-
-	if (r->status != 0)
-		tap_diag("stderr: %s", r->err);
-	ASSERT_EQ_INT(r->status, 0);
-	j = json_parse(r->out);
-	if (!j)
-		tap_diag("not JSON: %.400s", r->out);
-	ASSERT(j != NULL);
-	return j;
-}
-
 static struct jv *phase(struct jv *run, const char *key)
 {
 	char path[96];
@@ -54,19 +40,8 @@ static struct jv *phase(struct jv *run, const char *key)
 /* Every phase there, per iteration, with times > 0. */
 static void check_phases(struct jv *run, const char *const *keys, unsigned n, unsigned iters)
 {
-	for (unsigned i = 0; i < n; i++) {
-		struct jv *p = phase(run, keys[i]);
-
-		if (!p)
-			tap_diag("phase %s missing", keys[i]);
-		ASSERT(p != NULL);
-		ASSERT(jget(p, "per_iteration")->b);
-		ASSERT(jnum(p, "ns") > 0);
-		ASSERT(jnum(p, "ns_per_page") > 0);
-		ASSERT_EQ(jget(p, "samples_ns")->n, iters);
-		for (unsigned k = 0; k < iters; k++)
-			ASSERT(jget(p, "samples_ns")->items[k]->num > 0);
-	}
+	for (unsigned i = 0; i < n; i++)
+		check_phase(run, keys[i], true, iters);
 }
 
 /* Each ratio has its value, and a verdict that agrees with it when there is a target. */
@@ -142,8 +117,8 @@ static void test_access_cost_json(void)
 {
 	static const char *const a[] = { "bench", "access_cost", "-b", "16M", "-i", "2", "--json",
 					 NULL };
-	struct result r = run_gpamm(NULL, a);
-	struct jv *j = parse_ok(&r);
+	struct result r;
+	struct jv *j = run_json(NULL, a, &r);
 
 	ASSERT(!strcmp(jstr(j, "suite"), "access_cost"));
 	ASSERT_EQ(jget(j, "points")->n, 1);
@@ -159,8 +134,8 @@ static void test_access_cost_layout(void)
 	static const char *const a[] = { "bench", "access_cost", "--page-shift", "14", "--levels",
 					 "2", "-v", "2", "-b", "4M", "-m", "2", "-i", "1",
 					 "--json", NULL };
-	struct result r = run_gpamm(NULL, a);
-	struct jv *j = parse_ok(&r);
+	struct result r;
+	struct jv *j = run_json(NULL, a, &r);
 	struct jv *run = jget(j, "points.0.runs.0");
 
 	ASSERT_EQ(jnum(run, "page_size"), 16384);
@@ -179,16 +154,12 @@ static void test_access_cost_text(void)
 		"Iteration 1 native random store time: ", "ns/op", "ns/page", "CPU 0",
 		"pre-touched", "Ratios within the run",
 		"TLB-hit access / native store", "TLB-miss access / native random store",
-		"<= 2.00x", "<= 5.00x",
+		"<= 2.00x", "<= 5.00x", NULL,
 	};
 	struct result r = run_gpamm(NULL, a);
 
 	ASSERT_EQ_INT(r.status, 0);
-	for (unsigned i = 0; i < N(want); i++) {
-		if (!strstr(r.out, want[i]))
-			tap_diag("missing '%s' in:\n%s", want[i], r.out);
-		ASSERT(strstr(r.out, want[i]) != NULL);
-	}
+	expect_strings(r.out, want);
 	ASSERT(strstr(r.out, "PASS") || strstr(r.out, "MISS"));
 	result_free(&r);
 }
@@ -219,8 +190,8 @@ static void test_pgtable_json(void)
 {
 	static const char *const a[] = { "bench", "pgtable", "-b", "16M", "-i", "3", "--json",
 					 NULL };
-	struct result r = run_gpamm(NULL, a);
-	struct jv *j = parse_ok(&r);
+	struct result r;
+	struct jv *j = run_json(NULL, a, &r);
 
 	ASSERT(!strcmp(jstr(j, "suite"), "pgtable"));
 	check_pgtable(jget(j, "points.0.runs.0"), 4096, 3);
@@ -238,8 +209,8 @@ static void test_pgtable_layouts(void)
 	for (unsigned i = 0; i < N(layouts); i++) {
 		const char *a[] = { "bench", "pgtable", "--page-shift", layouts[i][0], "--levels",
 				    layouts[i][1], "-b", layouts[i][2], "-i", "2", "--json", NULL };
-		struct result r = run_gpamm(NULL, a);
-		struct jv *j = parse_ok(&r);
+		struct result r;
+		struct jv *j = run_json(NULL, a, &r);
 
 		ASSERT_EQ(jnum(j, "config.page_shift"), strtoul(layouts[i][0], NULL, 10));
 		check_pgtable(jget(j, "points.0.runs.0"), strtoul(layouts[i][3], NULL, 10), 2);
@@ -257,17 +228,10 @@ static void test_pgtable_text(void)
 		"Iteration 1 mkold range time: ", "Iteration 1 test_young time: ",
 		"Iteration 1 limit pass time: ", "Iteration 1 unmap range time: ",
 		"Iteration 1 flush + free_deferred time: ", "table pages live",
-		"mkclean range / limit", "<= 1.60x",
+		"mkclean range / limit", "<= 1.60x", NULL,
 	};
-	struct result r = run_gpamm(NULL, a);
 
-	ASSERT_EQ_INT(r.status, 0);
-	for (unsigned i = 0; i < N(want); i++) {
-		if (!strstr(r.out, want[i]))
-			tap_diag("missing '%s' in:\n%s", want[i], r.out);
-		ASSERT(strstr(r.out, want[i]) != NULL);
-	}
-	result_free(&r);
+	expect_stdout(NULL, a, want);
 }
 
 /* ---- both ------------------------------------------------------------------------------ */
@@ -278,19 +242,14 @@ static void test_sweep(void)
 					  "1", "--json", NULL };
 	static const char *const at[] = { "bench", "pgtable", "--sweep", "mem=4M,8M,16M", "-i",
 					  "1", NULL };
-	struct result r = run_gpamm(NULL, aj);
-	struct jv *j = parse_ok(&r), *rt;
+	struct result r;
+	struct jv *j = run_json(NULL, aj, &r), *rt;
 
 	ASSERT_EQ(jget(j, "points")->n, 2);
 	check_access_cost(jget(j, "points.0.runs.0"), 2048, 1);
 	check_access_cost(jget(j, "points.1.runs.0"), 4096, 1);
-	for (unsigned i = 0; i < N(ac_phases); i++) {
-		char path[96];
-
-		snprintf(path, sizeof(path), "sweep.backends.gpamm.%s", ac_phases[i]);
-		ASSERT(jget(j, path) != NULL);
-		ASSERT_EQ(jget(jget(j, path), "ns_per_page")->n, 2);
-	}
+	for (unsigned i = 0; i < N(ac_phases); i++)
+		check_sweep_phase(j, ac_phases[i], 2);
 	rt = jget(j, "sweep.ratios.gpamm.tlb_hit/native_hit");
 	ASSERT(rt != NULL);
 	ASSERT_EQ(jget(rt, "values")->n, 2);
@@ -300,42 +259,28 @@ static void test_sweep(void)
 	jv_free(j);
 	result_free(&r);
 
-	r = run_gpamm(NULL, at);
-	ASSERT_EQ_INT(r.status, 0);
-	ASSERT(strstr(r.out, "Sweep mem, gpamm") != NULL);
-	ASSERT(strstr(r.out, "ratios within each run") != NULL);
-	ASSERT(strstr(r.out, "mkclean_range/limit") != NULL);
-	/* the suite's own account of what grows with memory, with the cache sizes */
-	ASSERT(strstr(r.out, "what the operations meet") != NULL);
-	ASSERT(strstr(r.out, "why: from 4M to 16M a random lookup went") != NULL);
-	result_free(&r);
+	/* and the suite's own account of what grows with memory, with the cache sizes */
+	expect_stdout(NULL, at, ARGS("Sweep mem, gpamm", "ratios within each run",
+				     "mkclean_range/limit", "what the operations meet",
+				     "why: from 4M to 16M a random lookup went"));
 }
 
 static void test_no_peer(void)
 {
 	static const char *const a[] = { "bench", "access_cost", "--peer", "kvm", "-b", "4M",
 					 "-i", "1", "--json", NULL };
-	struct result r = run_gpamm("/nonexistent/kvm", a);
-	struct jv *j = parse_ok(&r);
-	struct jv *runs = jget(j, "points.0.runs");
+	struct result r;
+	struct jv *j = run_json("/nonexistent/kvm", a, &r);
 
-	ASSERT_EQ(runs->n, 2);
-	ASSERT(!strcmp(jstr(runs->items[0], "status"), "ran"));
-	ASSERT(!strcmp(jstr(runs->items[1], "status"), "skipped"));
-	ASSERT(strlen(jstr(runs->items[1], "reason")) > 0);
+	check_peer_skipped(j);
+	ASSERT(!strcmp(jstr(j, "points.0.runs.0.status"), "ran"));
 	jv_free(j);
 	result_free(&r);
 }
 
 static void test_list(void)
 {
-	static const char *const a[] = { "bench", "--list", NULL };
-	struct result r = run_gpamm(NULL, a);
-
-	ASSERT_EQ_INT(r.status, 0);
-	ASSERT(strstr(r.out, "access_cost") != NULL);
-	ASSERT(strstr(r.out, "pgtable") != NULL);
-	result_free(&r);
+	expect_stdout(NULL, ARGS("bench", "--list"), ARGS("access_cost", "pgtable"));
 }
 
 static void test_bad_usage(void)
@@ -353,27 +298,13 @@ static void test_bad_usage(void)
 		{ "bench", "access_cost", "--bogus", NULL },
 	};
 
-	for (unsigned i = 0; i < N(bad); i++) {
-		struct result r = run_gpamm(NULL, bad[i]);
-
-		if (r.status != 2)
-			tap_diag("case %u (%s %s): status %d, stderr: %s", i, bad[i][1], bad[i][2],
-				 r.status, r.err);
-		ASSERT_EQ_INT(r.status, 2);
-		ASSERT(strstr(r.err, "gpamm bench: ") != NULL);
-		ASSERT_EQ(strlen(r.out), 0);
-		result_free(&r);
-	}
+	EXPECT_USAGE_ERRORS(ARGS(NULL), bad, ARGS("gpamm bench: "));
 }
 
 int main(int argc, char **argv)
 {
-	tap_init(argc, argv);
-	find_binary();
-	if (!gpamm_bin_present()) {
-		printf("not ok 1 - gpamm binary present\n1..1\n");
+	if (!clitest_init(argc, argv))
 		return 1;
-	}
 	TEST(test_list);
 	TEST(test_bad_usage);
 	TEST(test_access_cost_json);

@@ -23,20 +23,6 @@ static const char *const phases[] = {
 };
 #define NPHASES (sizeof(phases) / sizeof(phases[0]))
 
-static struct jv *parse_ok(struct result *r)
-{
-	struct jv *j;
-
-	if (r->status != 0)
-		tap_diag("stderr: %s", r->err);
-	ASSERT_EQ_INT(r->status, 0);
-	j = json_parse(r->out);
-	if (!j)
-		tap_diag("not JSON: %.400s", r->out);
-	ASSERT(j != NULL);
-	return j;
-}
-
 /* A gpamm run of the suite that ran: every phase, every count as it must be. */
 static void check_run(struct jv *run, uint64_t pages, unsigned vcpus, unsigned slots,
 		      unsigned iters)
@@ -51,22 +37,8 @@ static void check_run(struct jv *run, uint64_t pages, unsigned vcpus, unsigned s
 	ASSERT_EQ(jnum(run, "slots"), slots);
 	ASSERT_EQ(jnum(run, "iterations"), iters);
 	ASSERT(strstr(jstr(run, "host"), "MADV_DONTNEED") != NULL);
-	for (unsigned i = 0; i < NPHASES; i++) {
-		struct jv *p, *s;
-
-		snprintf(path, sizeof(path), "phases.%s", phases[i]);
-		p = jget(run, path);
-		if (!p)
-			tap_diag("no phase %s", phases[i]);
-		ASSERT(p != NULL);
-		ASSERT(jnum(p, "ns") > 0);
-		ASSERT(jnum(p, "ns_per_page") > 0);
-		s = jget(p, "samples_ns");
-		ASSERT_EQ(s->n, iters); /* one sample per iteration, setup too */
-		for (unsigned k = 0; k < s->n; k++)
-			ASSERT(s->items[k]->t == J_NUM && s->items[k]->num > 0);
-		ASSERT(jget(p, "per_iteration")->b);
-	}
+	for (unsigned i = 0; i < NPHASES; i++)
+		check_phase(run, phases[i], true, iters); /* one sample per iteration, setup too */
 	/* map is each vCPU's cost per page, the rest per page of all memory */
 	ASSERT(!strcmp(jstr(run, "phases.map.per_page_unit"), "ns per page per vCPU"));
 	ASSERT(!strcmp(jstr(run, "phases.unmap.per_page_unit"), "ns per page"));
@@ -91,18 +63,8 @@ static void check_run(struct jv *run, uint64_t pages, unsigned vcpus, unsigned s
 
 static void test_list_and_help(void)
 {
-	static const char *const l[] = { "bench", "--list", NULL };
-	static const char *const h[] = { "bench", "--help", NULL };
-	struct result r = run_gpamm(NULL, l);
-
-	ASSERT_EQ_INT(r.status, 0);
-	ASSERT(strstr(r.out, "memslot_perf") != NULL);
-	ASSERT(strstr(r.out, "dirty_log_perf") != NULL);
-	result_free(&r);
-	r = run_gpamm(NULL, h);
-	ASSERT_EQ_INT(r.status, 0);
-	ASSERT(strstr(r.out, "memslot_perf") != NULL);
-	result_free(&r);
+	expect_stdout(NULL, ARGS("bench", "--list"), ARGS("memslot_perf", "dirty_log_perf"));
+	expect_stdout(NULL, ARGS("bench", "--help"), ARGS("memslot_perf"));
 }
 
 /* -m left at 1: the suite's default of 32 slots. */
@@ -110,8 +72,8 @@ static void test_json_default_slots(void)
 {
 	static const char *const a[] = { "bench", "memslot_perf", "-b", "16M", "-i", "2", "--json",
 					 NULL };
-	struct result r = run_gpamm(NULL, a);
-	struct jv *j = parse_ok(&r);
+	struct result r;
+	struct jv *j = run_json(NULL, a, &r);
 
 	ASSERT(!strcmp(jstr(j, "suite"), "memslot_perf"));
 	ASSERT(jget(j, "peer") && jget(j, "peer")->t == J_NULL);
@@ -128,8 +90,8 @@ static void test_json_vcpus_slots_16k(void)
 {
 	static const char *const a[] = { "bench", "memslot_perf", "-v", "2", "-b", "8M", "-m", "4",
 					 "-i", "3", "--page-shift", "14", "--json", NULL };
-	struct result r = run_gpamm(NULL, a);
-	struct jv *j = parse_ok(&r);
+	struct result r;
+	struct jv *j = run_json(NULL, a, &r);
 	struct jv *run = jget(j, "points.0.runs.0");
 
 	/* 2 x 8 MiB of 16K pages */
@@ -146,8 +108,8 @@ static void test_json_64k_thp(void)
 	static const char *const a[] = { "bench", "memslot_perf", "-b", "16M", "-m", "64", "-i",
 					 "1", "--page-shift", "16", "--levels", "2", "--backing",
 					 "thp", "--json", NULL };
-	struct result r = run_gpamm(NULL, a);
-	struct jv *j = parse_ok(&r);
+	struct result r;
+	struct jv *j = run_json(NULL, a, &r);
 
 	ASSERT(!strcmp(jstr(j, "config.backing"), "thp"));
 	check_run(jget(j, "points.0.runs.0"), 256, 1, 64, 1);
@@ -179,16 +141,12 @@ static void test_text_selftest_lines(void)
 		"32 MADV_DONTNEED calls of up to 2 MiB", /* split at the slots */
 		"Guest faults per turn of map per iteration: 4096 4096 (every page once",
 		"Guest faults per turn of unmap + unmap chunked per iteration: 4 4",
-		"Guest faults per turn of RW per iteration: 0 0", "ns/page per vCPU",
+		"Guest faults per turn of RW per iteration: 0 0", "ns/page per vCPU", NULL,
 	};
 	struct result r = run_gpamm(NULL, a);
 
 	ASSERT_EQ_INT(r.status, 0);
-	for (unsigned i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
-		if (!strstr(r.out, want[i]))
-			tap_diag("missing '%s' in:\n%s", want[i], r.out);
-		ASSERT(strstr(r.out, want[i]) != NULL);
-	}
+	expect_strings(r.out, want);
 	/* nothing went wrong (a sanitizer build may warn about swapcontext) */
 	ASSERT(strstr(r.err, "gpamm bench") == NULL && strstr(r.err, "ERROR") == NULL &&
 	       strstr(r.err, "runtime error") == NULL);
@@ -201,35 +159,22 @@ static void test_sweep(void)
 					 "1", "--json", NULL };
 	static const char *const at[] = { "bench", "memslot_perf", "--sweep", "mem=8M,16M", "-i",
 					  "1", NULL };
-	struct result r = run_gpamm(NULL, a);
-	struct jv *j = parse_ok(&r);
+	struct result r;
+	struct jv *j = run_json(NULL, a, &r);
 
 	ASSERT_EQ(jget(j, "points")->n, 2);
 	check_run(jget(j, "points.0.runs.0"), 2048, 1, 32, 1);
 	check_run(jget(j, "points.1.runs.0"), 4096, 1, 32, 1);
 	ASSERT(!strcmp(jstr(j, "sweep.param"), "mem"));
-	for (unsigned i = 0; i < NPHASES; i++) {
-		char path[96];
-		struct jv *ph;
-
-		snprintf(path, sizeof(path), "sweep.backends.gpamm.%s", phases[i]);
-		ph = jget(j, path);
-		ASSERT(ph != NULL);
-		ASSERT_EQ(jget(ph, "ns_per_page")->n, 2);
-		ASSERT(jnum(ph, "max_over_min") >= 1.0);
-		ASSERT(jget(ph, "flat")->b == (jnum(ph, "max_over_min") <= jnum(j, "sweep.flat_limit")));
-	}
+	for (unsigned i = 0; i < NPHASES; i++)
+		check_sweep_phase(j, phases[i], 2);
 	jv_free(j);
 	result_free(&r);
 
-	r = run_gpamm(NULL, at);
-	ASSERT_EQ_INT(r.status, 0);
-	ASSERT(strstr(r.out, "Sweep mem, gpamm") != NULL);
-	ASSERT(strstr(r.out, "unmap chunked (avg)") != NULL);
 	/* the suite says which phases are fixed costs, in time per turn */
-	ASSERT(strstr(r.out, "memslot_perf: time per turn of the phases with a fixed cost at "
-			     "32 slots") != NULL);
-	result_free(&r);
+	expect_stdout(NULL, at, ARGS("Sweep mem, gpamm", "unmap chunked (avg)",
+				     "memslot_perf: time per turn of the phases with a fixed cost "
+				     "at 32 slots"));
 }
 
 static void test_bad_usage(void)
@@ -247,16 +192,7 @@ static void test_bad_usage(void)
 		{ "bench", "memslot_perf", "--nonsense", NULL },
 	};
 
-	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		struct result r = run_gpamm(NULL, bad[i]);
-
-		if (r.status != 2)
-			tap_diag("case %u: status %d, stderr: %s", i, r.status, r.err);
-		ASSERT_EQ_INT(r.status, 2);
-		ASSERT(strstr(r.err, "gpamm bench: ") != NULL);
-		ASSERT_EQ(strlen(r.out), 0);
-		result_free(&r);
-	}
+	EXPECT_USAGE_ERRORS(ARGS(NULL), bad, ARGS("gpamm bench: "));
 }
 
 /* Valid options the suite cannot use: the run fails (exit 1) and says why. */
@@ -267,12 +203,10 @@ static void test_too_small(void)
 						  NULL };
 	struct result r = run_gpamm(NULL, one_page);
 
-	ASSERT_EQ_INT(r.status, 1);
-	ASSERT(strstr(r.err, "at least 2 pages per vCPU") != NULL);
+	expect_error(&r, 1, ARGS("at least 2 pages per vCPU"));
 	result_free(&r);
 	r = run_gpamm(NULL, thin_slots);
-	ASSERT_EQ_INT(r.status, 1);
-	ASSERT(strstr(r.err, "at least 2 pages per slot") != NULL);
+	expect_error(&r, 1, ARGS("at least 2 pages per slot"));
 	result_free(&r);
 }
 
@@ -281,36 +215,24 @@ static void test_peer_skipped(void)
 {
 	static const char *const a[] = { "bench", "memslot_perf", "--peer", "kvm", "-b", "8M", "-i",
 					 "1", "--json", NULL };
-	struct result r = run_gpamm("/nonexistent/kvm", a);
-	struct jv *j = parse_ok(&r);
-	struct jv *runs = jget(j, "points.0.runs");
+	struct result r;
+	struct jv *j = run_json("/nonexistent/kvm", a, &r);
 
-	ASSERT(!strcmp(jstr(j, "peer.status"), "skipped"));
-	ASSERT(strlen(jstr(j, "peer.reason")) > 0);
-	ASSERT_EQ(runs->n, 2);
-	check_run(runs->items[0], 2048, 1, 32, 1);
-	ASSERT(!strcmp(jstr(runs->items[1], "status"), "skipped"));
+	check_peer_skipped(j);
+	check_run(jget(j, "points.0.runs.0"), 2048, 1, 32, 1);
 	jv_free(j);
 	result_free(&r);
 
-	r = run_gpamm(NULL, a);
-	j = parse_ok(&r);
-	runs = jget(j, "points.0.runs");
-	ASSERT(!strcmp(jstr(j, "peer.status"), "skipped"));
-	ASSERT(!strcmp(jstr(runs->items[1], "status"), "skipped"));
-	ASSERT(strlen(jstr(runs->items[1], "reason")) > 0);
+	j = run_json(NULL, a, &r);
+	check_peer_skipped(j);
 	jv_free(j);
 	result_free(&r);
 }
 
 int main(int argc, char **argv)
 {
-	tap_init(argc, argv);
-	find_binary();
-	if (!gpamm_bin_present()) {
-		printf("not ok 1 - gpamm binary present\n1..1\n");
+	if (!clitest_init(argc, argv))
 		return 1;
-	}
 	TEST(test_list_and_help);
 	TEST(test_bad_usage);
 	TEST(test_json_default_slots);

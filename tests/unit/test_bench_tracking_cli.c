@@ -46,20 +46,6 @@ static const struct phase_want dp_phases[] = {
 
 #define NWANT(a) (sizeof(a) / sizeof((a)[0]))
 
-static struct jv *parse_ok(struct result *r)
-{
-	struct jv *j;
-
-	if (r->status != 0)
-		tap_diag("status %d, stderr: %s", r->status, r->err);
-	ASSERT_EQ_INT(r->status, 0);
-	j = json_parse(r->out);
-	if (!j)
-		tap_diag("not JSON: %.400s", r->out);
-	ASSERT(j != NULL);
-	return j;
-}
-
 static bool close_to(double a, double b)
 {
 	return fabs(a - b) <= 1e-6 * fabs(b) + 1e-9;
@@ -69,8 +55,6 @@ static bool close_to(double a, double b)
 static void check_phases(struct jv *run, const struct phase_want *want, unsigned nwant,
 			 uint64_t pages, uint64_t per_vcpu, unsigned iters)
 {
-	char path[96];
-
 	ASSERT(!strcmp(jstr(run, "backend"), "gpamm"));
 	ASSERT(!strcmp(jstr(run, "status"), "ran"));
 	ASSERT_EQ(jnum(run, "pages"), pages);
@@ -80,19 +64,8 @@ static void check_phases(struct jv *run, const struct phase_want *want, unsigned
 	ASSERT(strstr(jstr(run, "host"), "direct host") != NULL);
 	ASSERT_EQ(jget(run, "phases")->n, nwant);
 	for (unsigned i = 0; i < nwant; i++) {
-		struct jv *p, *s;
+		struct jv *p = check_phase(run, want[i].key, want[i].per_iter, iters);
 
-		snprintf(path, sizeof(path), "phases.%s", want[i].key);
-		p = jget(run, path);
-		if (!p)
-			tap_diag("no phase %s", want[i].key);
-		ASSERT(p != NULL);
-		ASSERT(jnum(p, "ns") > 0);
-		ASSERT(jget(p, "per_iteration")->b == want[i].per_iter);
-		s = jget(p, "samples_ns");
-		ASSERT_EQ(s->n, want[i].per_iter ? iters : 1);
-		for (unsigned k = 0; k < s->n; k++)
-			ASSERT(s->items[k]->num > 0);
 		ASSERT(close_to(jnum(p, "ns_per_page"),
 				jnum(p, "ns") / (double)(want[i].all_pages ? pages : per_vcpu)));
 		ASSERT(!strcmp(jstr(p, "per_page_unit"),
@@ -146,27 +119,18 @@ static void check_demand_run(struct jv *run, uint64_t pages, uint64_t per_vcpu, 
 
 static void test_list_and_help(void)
 {
-	static const char *const l[] = { "bench", "--list", NULL };
-	static const char *const h[] = { "bench", "--help", NULL };
-	struct result r = run_gpamm(NULL, l);
-
-	ASSERT_EQ_INT(r.status, 0);
-	ASSERT(strstr(r.out, "access_tracking_perf ") != NULL);
-	ASSERT(strstr(r.out, "demand_paging ") != NULL);
-	result_free(&r);
-	r = run_gpamm(NULL, h);
-	ASSERT_EQ_INT(r.status, 0);
-	ASSERT(strstr(r.out, "access_tracking_perf") && strstr(r.out, "demand_paging"));
-	ASSERT(strstr(r.out, "pre-touched") != NULL);
-	result_free(&r);
+	expect_stdout(NULL, ARGS("bench", "--list"),
+		      ARGS("access_tracking_perf ", "demand_paging "));
+	expect_stdout(NULL, ARGS("bench", "--help"),
+		      ARGS("access_tracking_perf", "demand_paging", "pre-touched"));
 }
 
 static void test_access_json(void)
 {
 	static const char *const a[] = { "bench", "access_tracking_perf", "-b", "16M", "-i", "2",
 					 "--json", NULL };
-	struct result r = run_gpamm(NULL, a);
-	struct jv *j = parse_ok(&r);
+	struct result r;
+	struct jv *j = run_json(NULL, a, &r);
 
 	ASSERT(!strcmp(jstr(j, "suite"), "access_tracking_perf"));
 	ASSERT(jget(j, "peer") && jget(j, "peer")->t == J_NULL);
@@ -186,8 +150,8 @@ static void test_access_options(void)
 	static const char *const b[] = { "bench", "access_tracking_perf", "-v", "2", "-b", "4M",
 					 "--levels", "4", "--backing", "thp", "-i", "1", "--json",
 					 NULL };
-	struct result r = run_gpamm(NULL, a);
-	struct jv *j = parse_ok(&r);
+	struct result r;
+	struct jv *j = run_json(NULL, a, &r);
 	struct jv *run = jget(j, "points.0.runs.0");
 
 	ASSERT_EQ(jnum(run, "page_size"), 16384);
@@ -197,8 +161,7 @@ static void test_access_options(void)
 	jv_free(j);
 	result_free(&r);
 
-	r = run_gpamm(NULL, b);
-	j = parse_ok(&r);
+	j = run_json(NULL, b, &r);
 	run = jget(j, "points.0.runs.0");
 	ASSERT_EQ(jnum(j, "config.levels"), 4);
 	ASSERT(!strcmp(jstr(j, "config.backing"), "thp"));
@@ -212,8 +175,8 @@ static void test_demand_json(void)
 {
 	static const char *const a[] = { "bench", "demand_paging", "-b", "16M", "-i", "2", "--json",
 					 NULL };
-	struct result r = run_gpamm(NULL, a);
-	struct jv *j = parse_ok(&r);
+	struct result r;
+	struct jv *j = run_json(NULL, a, &r);
 
 	ASSERT(!strcmp(jstr(j, "suite"), "demand_paging"));
 	ASSERT(jget(j, "peer")->t == J_NULL);
@@ -230,8 +193,8 @@ static void test_demand_options(void)
 	static const char *const b[] = { "bench", "demand_paging", "-v", "3", "-b", "4M",
 					 "--levels", "4", "--backing", "thp", "-i", "3", "--json",
 					 NULL };
-	struct result r = run_gpamm(NULL, a);
-	struct jv *j = parse_ok(&r);
+	struct result r;
+	struct jv *j = run_json(NULL, a, &r);
 	struct jv *run = jget(j, "points.0.runs.0");
 
 	/* 2 x 8 MiB of 64K pages in 4 slots */
@@ -242,22 +205,12 @@ static void test_demand_options(void)
 	jv_free(j);
 	result_free(&r);
 
-	r = run_gpamm(NULL, b);
-	j = parse_ok(&r);
+	j = run_json(NULL, b, &r);
 	run = jget(j, "points.0.runs.0");
 	ASSERT_EQ(jnum(run, "vcpus"), 3);
 	check_demand_run(run, 3072, 1024, 3);
 	jv_free(j);
 	result_free(&r);
-}
-
-static void expect_lines(const char *out, const char *const *want, unsigned n)
-{
-	for (unsigned i = 0; i < n; i++) {
-		if (!strstr(out, want[i]))
-			tap_diag("missing '%s' in:\n%s", want[i], out);
-		ASSERT(strstr(out, want[i]) != NULL);
-	}
 }
 
 static unsigned count_of(const char *s, const char *what)
@@ -286,7 +239,7 @@ static void test_text_selftest_lines(void)
 		"Writing to idle memory over 2 iterations took ",
 		"Reading from idle memory over 2 iterations took ",
 		"Pages still idle after being accessed", "ns/page per vCPU", "pre-touched",
-		"gpamm_vm_mark_idle",
+		"gpamm_vm_mark_idle", NULL,
 	};
 	static const char *const dp_want[] = {
 		"vCPU 0 execution time: ", "vCPU 1 execution time: ",
@@ -295,43 +248,26 @@ static void test_text_selftest_lines(void)
 		"Overall demand paging rate over 1 iteration: ",
 		"Faults taken by the vCPUs per iteration: 2048 (every page once",
 		"Pages mapped after the pass per iteration: 2048 (every page once",
-		"fresh VM", "pre-touched",
+		"fresh VM", "pre-touched", NULL,
 	};
 	struct result r = run_gpamm(NULL, at);
 
 	ASSERT_EQ_INT(r.status, 0);
-	expect_lines(r.out, at_want, NWANT(at_want));
+	expect_strings(r.out, at_want);
 	/* two marks per idle cycle */
 	ASSERT_EQ(count_of(r.out, "Iteration 1 Mark memory idle: "), 2);
 	ASSERT_EQ(count_of(r.out, "Iteration 2 Mark memory idle: "), 2);
 	ASSERT(strstr(r.out, "per iteration: 0 0 (") != NULL); /* still idle: none */
 	result_free(&r);
 
-	r = run_gpamm(NULL, dp);
-	ASSERT_EQ_INT(r.status, 0);
-	expect_lines(r.out, dp_want, NWANT(dp_want));
-	result_free(&r);
+	expect_stdout(NULL, dp, dp_want);
 }
 
 static void check_sweep_phases(struct jv *j, const struct phase_want *want, unsigned nwant,
 			       unsigned npts)
 {
-	char path[96];
-
-	for (unsigned i = 0; i < nwant; i++) {
-		struct jv *ph;
-
-		snprintf(path, sizeof(path), "sweep.backends.gpamm.%s", want[i].key);
-		ph = jget(j, path);
-		if (!ph)
-			tap_diag("sweep has no phase %s", want[i].key);
-		ASSERT(ph != NULL);
-		ASSERT_EQ(jget(ph, "ns_per_page")->n, npts);
-		for (unsigned k = 0; k < npts; k++)
-			ASSERT(jget(ph, "ns_per_page")->items[k]->num > 0);
-		ASSERT(jnum(ph, "max_over_min") >= 1.0);
-		ASSERT(jget(ph, "flat")->b == (jnum(ph, "max_over_min") <= jnum(j, "sweep.flat_limit")));
-	}
+	for (unsigned i = 0; i < nwant; i++)
+		check_sweep_phase(j, want[i].key, npts);
 }
 
 static void test_sweeps(void)
@@ -342,8 +278,8 @@ static void test_sweeps(void)
 					 "8M", "-i", "1", "--json", NULL };
 	static const char *const dt[] = { "bench", "demand_paging", "--sweep", "mem=4M,8M", "-i",
 					  "1", NULL };
-	struct result r = run_gpamm(NULL, a);
-	struct jv *j = parse_ok(&r);
+	struct result r;
+	struct jv *j = run_json(NULL, a, &r);
 
 	ASSERT_EQ(jget(j, "points")->n, 2);
 	ASSERT(!strcmp(jstr(j, "sweep.param"), "mem"));
@@ -354,8 +290,7 @@ static void test_sweeps(void)
 	result_free(&r);
 
 	/* vcpus=1,2 of 8 MiB total: the memory is split, pages per vCPU halve */
-	r = run_gpamm(NULL, d);
-	j = parse_ok(&r);
+	j = run_json(NULL, d, &r);
 	ASSERT(!strcmp(jstr(j, "sweep.param"), "vcpus"));
 	check_demand_run(jget(j, "points.0.runs.0"), 2048, 2048, 1);
 	check_demand_run(jget(j, "points.1.runs.0"), 2048, 1024, 1);
@@ -363,13 +298,8 @@ static void test_sweeps(void)
 	jv_free(j);
 	result_free(&r);
 
-	r = run_gpamm(NULL, dt);
-	ASSERT_EQ_INT(r.status, 0);
-	ASSERT(strstr(r.out, "=== sweep mem=8M (2 of 2) ===") != NULL);
-	ASSERT(strstr(r.out, "Sweep mem, gpamm") != NULL);
-	ASSERT(strstr(r.out, "total execution (avg)") != NULL);
-	ASSERT(strstr(r.out, "phases across mem=4M..8M") != NULL);
-	result_free(&r);
+	expect_stdout(NULL, dt, ARGS("=== sweep mem=8M (2 of 2) ===", "Sweep mem, gpamm",
+				     "total execution (avg)", "phases across mem=4M..8M"));
 }
 
 /* Neither suite has a KVM peer: the peer is reported skipped, with a reason, exit 0. */
@@ -380,16 +310,11 @@ static void test_peer_skipped(void)
 	for (unsigned s = 0; s < 2; s++) {
 		const char *a[] = { "bench", suites[s], "--peer", "kvm", "-b", "4M", "-i", "1",
 				    "--json", NULL };
-		struct result r = run_gpamm(NULL, a);
-		struct jv *j = parse_ok(&r), *runs = jget(j, "points.0.runs");
+		struct result r;
+		struct jv *j = run_json(NULL, a, &r);
 
-		ASSERT(!strcmp(jstr(j, "peer.status"), "skipped"));
-		ASSERT(strlen(jstr(j, "peer.reason")) > 0);
-		ASSERT_EQ(runs->n, 2);
-		ASSERT(!strcmp(jstr(runs->items[0], "status"), "ran"));
-		ASSERT(!strcmp(jstr(runs->items[1], "status"), "skipped"));
-		ASSERT(strlen(jstr(runs->items[1], "reason")) > 0);
-		ASSERT(jget(j, "points.0.comparison") == NULL);
+		check_peer_skipped(j);
+		ASSERT(!strcmp(jstr(j, "points.0.runs.0.status"), "ran"));
 		jv_free(j);
 		result_free(&r);
 	}
@@ -417,35 +342,15 @@ static void test_bad_usage(void)
 		{ "--bogus", NULL },
 	};
 
-	for (unsigned s = 0; s < 2; s++) {
-		for (unsigned i = 0; i < NWANT(bad); i++) {
-			const char *a[12] = { "bench", suites[s] };
-			unsigned n = 2;
-			struct result r;
-
-			for (unsigned k = 0; bad[i][k]; k++)
-				a[n++] = bad[i][k];
-			a[n] = NULL;
-			r = run_gpamm(NULL, a);
-			if (r.status != 2)
-				tap_diag("%s case %u (%s %s): status %d, stderr: %s", suites[s], i,
-					 bad[i][0], bad[i][1] ? bad[i][1] : "", r.status, r.err);
-			ASSERT_EQ_INT(r.status, 2);
-			ASSERT(strstr(r.err, "gpamm bench: ") != NULL);
-			ASSERT_EQ(strlen(r.out), 0); /* nothing ran */
-			result_free(&r);
-		}
-	}
+	/* nothing ran */
+	for (unsigned s = 0; s < 2; s++)
+		EXPECT_USAGE_ERRORS(ARGS("bench", suites[s]), bad, ARGS("gpamm bench: "));
 }
 
 int main(int argc, char **argv)
 {
-	tap_init(argc, argv);
-	find_binary();
-	if (!gpamm_bin_present()) {
-		printf("not ok 1 - gpamm binary present\n1..1\n");
+	if (!clitest_init(argc, argv))
 		return 1;
-	}
 	TEST(test_list_and_help);
 	TEST(test_bad_usage);
 	TEST(test_access_json);

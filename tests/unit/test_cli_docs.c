@@ -29,8 +29,6 @@
 #include "harness/clitest.h"
 #include "harness/tap.h"
 
-#define ARGS(...) ((const char *const[]){ __VA_ARGS__, NULL })
-
 static char srcdir[PATH_MAX];
 static char man_path[PATH_MAX + 32];
 static char *man_text; /* the page, read once */
@@ -454,19 +452,11 @@ static void test_guide(void)
 	struct set cmds = { 0 }, suites = { 0 };
 	char path[PATH_MAX + 32], want[96];
 	unsigned bad = 0;
-	FILE *f;
 	char *text;
-	long len;
 
 	snprintf(path, sizeof(path), "%s/docs/cli.md", srcdir);
-	f = fopen(path, "r");
-	ASSERT(f);
-	ASSERT_EQ_INT(fseek(f, 0, SEEK_END), 0);
-	len = ftell(f);
-	rewind(f);
-	text = calloc(1, (size_t)len + 1);
-	ASSERT(text && fread(text, 1, (size_t)len, f) == (size_t)len);
-	fclose(f);
+	text = read_file(path, NULL);
+	ASSERT(text);
 	help_commands(&cmds);
 	list_suites(&suites);
 	for (unsigned i = 0; i < cmds.n; i++) {
@@ -513,38 +503,12 @@ static void test_renders(void)
 
 static bool read_page(void)
 {
-	char exe[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	FILE *f;
-	long len;
-
-	snprintf(srcdir, sizeof(srcdir), ".");
-	if (n > 0) {
-		char *s;
-
-		exe[n] = '\0';
-		/* SRC/BUILD/tests/unit/test_cli_docs -> SRC */
-		for (int up = 0; up < 4 && (s = strrchr(exe, '/')); up++)
-			*s = '\0';
-		snprintf(man_path, sizeof(man_path), "%s/docs/gpamm.1", exe);
-		if (!access(man_path, R_OK))
-			snprintf(srcdir, sizeof(srcdir), "%s", exe);
-	}
+	if (!clitest_srcdir(srcdir, sizeof(srcdir), "docs/gpamm.1"))
+		return false;
 	snprintf(man_path, sizeof(man_path), "%s/docs/gpamm.1", srcdir);
-	f = fopen(man_path, "r");
-	if (!f) {
-		printf("# %s not found (run from the source tree)\n", man_path);
+	man_text = read_file(man_path, NULL);
+	if (!man_text)
 		return false;
-	}
-	fseek(f, 0, SEEK_END);
-	len = ftell(f);
-	rewind(f);
-	man_text = calloc(1, (size_t)len + 1);
-	if (!man_text || fread(man_text, 1, (size_t)len, f) != (size_t)len) {
-		fclose(f);
-		return false;
-	}
-	fclose(f);
 	printf("# page: %s\n", man_path);
 	return true;
 }
@@ -553,12 +517,10 @@ int main(int argc, char **argv)
 {
 	int ret;
 
-	tap_init(argc, argv);
-	find_binary();
-	if (!gpamm_bin_present() || !read_page()) {
-		printf("not ok 1 - setup\n");
+	if (!clitest_init(argc, argv))
 		return 1;
-	}
+	if (!read_page())
+		return clitest_setup_failed("manual page present");
 	TEST(test_sections);
 	TEST(test_commands);
 	TEST(test_options);

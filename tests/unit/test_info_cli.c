@@ -21,39 +21,6 @@
 #include "harness/clitest.h"
 #include "harness/tap.h"
 
-#define ARGS(...) ((const char *const[]){ __VA_ARGS__, NULL })
-
-/* A run that must succeed with JSON on stdout; the caller frees both. */
-static struct jv *json_ok(struct result *r)
-{
-	struct jv *j;
-
-	if (r->status != 0)
-		tap_diag("exit %d, stderr: %s", r->status, r->err);
-	ASSERT_EQ_INT(r->status, 0);
-	j = json_parse(r->out);
-	if (!j)
-		tap_diag("not JSON: %.400s", r->out);
-	ASSERT(j != NULL);
-	return j;
-}
-
-static bool jbool(struct jv *v, const char *path)
-{
-	struct jv *x = jget(v, path);
-
-	if (!x || x->t != J_BOOL)
-		tap_fail(__FILE__, __LINE__, path, "missing or not true/false");
-	return x->b;
-}
-
-static bool jis_null(struct jv *v, const char *path)
-{
-	struct jv *x = jget(v, path);
-
-	return x && x->t == J_NULL;
-}
-
 /* ---- info ---------------------------------------------------------------------- */
 
 /* REFERENCE.md section 3, row by row. */
@@ -73,8 +40,8 @@ static const struct {
 
 static void test_info_json(void)
 {
-	struct result r = run_gpamm(NULL, ARGS("info", "--json"));
-	struct jv *j = json_ok(&r), *ls = jget(j, "layouts");
+	struct result r;
+	struct jv *j = run_json(NULL, ARGS("info", "--json"), &r), *ls = jget(j, "layouts");
 	char p[64];
 
 	ASSERT(ls && ls->t == J_ARR);
@@ -158,26 +125,15 @@ static void test_info_text(void)
 	result_free(&r);
 }
 
+/* Bad usage: exit 2, @msg and a pointer to --help on stderr, nothing on stdout. */
 static void expect_usage(const char *const *args, const char *msg)
 {
-	struct result r = run_gpamm(NULL, args);
-
-	if (r.status != 2 || !strstr(r.err, msg))
-		tap_diag("exit %d, stderr: %s", r.status, r.err);
-	ASSERT_EQ_INT(r.status, 2);
-	ASSERT(strstr(r.err, msg));
-	ASSERT(strstr(r.err, "--help"));
-	ASSERT_EQ(r.out[0], '\0');
-	result_free(&r);
+	expect_usage_error(args, ARGS(msg, "--help"));
 }
 
 static void test_info_usage(void)
 {
-	struct result r = run_gpamm(NULL, ARGS("info", "--help"));
-
-	ASSERT_EQ_INT(r.status, 0);
-	ASSERT(strstr(r.out, "usage: gpamm info [--json]"));
-	result_free(&r);
+	expect_stdout(NULL, ARGS("info", "--help"), ARGS("usage: gpamm info [--json]"));
 	expect_usage(ARGS("info", "extra"), "unexpected argument 'extra'");
 	expect_usage(ARGS("info", "--bogus"), "unknown option '--bogus'");
 	expect_usage(ARGS("info", "--json=yes"), "takes no value");
@@ -435,12 +391,7 @@ static void test_decode_text_matches(void)
 
 static void test_decode_usage(void)
 {
-	struct result r = run_gpamm(NULL, ARGS("decode", "--help"));
-
-	ASSERT_EQ_INT(r.status, 0);
-	ASSERT(strstr(r.out, "usage: gpamm decode"));
-	ASSERT(strstr(r.out, "--json"));
-	result_free(&r);
+	expect_stdout(NULL, ARGS("decode", "--help"), ARGS("usage: gpamm decode", "--json"));
 	expect_usage(ARGS("decode"), "no VALUE given");
 	expect_usage(ARGS("decode", "--json"), "no VALUE given");
 	expect_usage(ARGS("decode", "--page-shift", "13", "0x393"), "--page-shift");
@@ -452,12 +403,8 @@ static void test_decode_usage(void)
 
 int main(int argc, char **argv)
 {
-	tap_init(argc, argv);
-	find_binary();
-	if (!gpamm_bin_present()) {
-		printf("not ok 1 - setup\n");
+	if (!clitest_init(argc, argv))
 		return 1;
-	}
 	TEST(test_info_json);
 	TEST(test_info_text);
 	TEST(test_info_usage);

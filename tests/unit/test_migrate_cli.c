@@ -16,31 +16,6 @@
 #include "harness/clitest.h"
 #include "harness/tap.h"
 
-#define ARGS(...) ((const char *const[]){ __VA_ARGS__, NULL })
-
-static struct jv *json_ok(struct result *r)
-{
-	struct jv *j;
-
-	if (r->status != 0)
-		tap_diag("exit %d, stderr: %s", r->status, r->err);
-	ASSERT_EQ_INT(r->status, 0);
-	j = json_parse(r->out);
-	if (!j)
-		tap_diag("not JSON: %.400s", r->out);
-	ASSERT(j != NULL);
-	return j;
-}
-
-static bool jbool(struct jv *v, const char *path)
-{
-	struct jv *x = jget(v, path);
-
-	if (!x || x->t != J_BOOL)
-		tap_fail(__FILE__, __LINE__, path, "missing or not true/false");
-	return x->b;
-}
-
 /*
  * What every report must say: the copy is exact, the rounds add up, the
  * downtime follows from the final round, and destroy left nothing.
@@ -94,9 +69,8 @@ static void check_mode(const char *mode)
 	struct jv *j;
 
 	snprintf(seed, sizeof(seed), "%llu", (unsigned long long)tap_seed());
-	r = run_gpamm(NULL, ARGS("migrate", "--mem", "32M", "--page-shift", "12", "--mode", mode,
-				 "--json", "--seed", seed));
-	j = json_ok(&r);
+	j = run_json(NULL, ARGS("migrate", "--mem", "32M", "--page-shift", "12", "--mode", mode,
+				"--json", "--seed", seed), &r);
 	check_report(j, 32ULL << 20 >> 12, 4096, 30);
 	/* the configuration comes back as given, defaults filled in */
 	ASSERT(!strcmp(jstr(j, "mode"), mode));
@@ -119,12 +93,12 @@ static void test_migrate_ring(void) { check_mode("ring"); }
 /* Everything optional off, an unthrottled guest, one pre-copy round, 4 levels. */
 static void test_migrate_options(void)
 {
-	struct result r = run_gpamm(NULL, ARGS("migrate", "--mem", "16M", "--page-shift", "12",
-					       "--levels", "4", "-v", "3", "--rate", "0",
-					       "--max-rounds", "1", "--no-checking",
-					       "--no-host-events", "--hot", "5", "--hot-writes", "50",
-					       "--link-gbps", "2.5", "-s", "7", "--json"));
-	struct jv *j = json_ok(&r);
+	struct result r;
+	struct jv *j = run_json(NULL, ARGS("migrate", "--mem", "16M", "--page-shift", "12",
+					   "--levels", "4", "-v", "3", "--rate", "0",
+					   "--max-rounds", "1", "--no-checking", "--no-host-events",
+					   "--hot", "5", "--hot-writes", "50", "--link-gbps", "2.5",
+					   "-s", "7", "--json"), &r);
 
 	check_report(j, 16ULL << 20 >> 12, 4096, 1);
 	ASSERT(!strcmp(jstr(j, "layout"), "4K/4-level"));
@@ -140,9 +114,8 @@ static void test_migrate_options(void)
 	result_free(&r);
 
 	/* 64K pages, 2 levels */
-	r = run_gpamm(NULL, ARGS("migrate", "--mem", "64M", "--page-shift", "16", "--levels", "2",
-				 "--json", "--seed", "11"));
-	j = json_ok(&r);
+	j = run_json(NULL, ARGS("migrate", "--mem", "64M", "--page-shift", "16", "--levels", "2",
+				"--json", "--seed", "11"), &r);
 	check_report(j, 64ULL << 20 >> 16, 65536, 30);
 	ASSERT(!strcmp(jstr(j, "layout"), "64K/2-level"));
 	jv_free(j);
@@ -157,17 +130,15 @@ static void test_migrate_text(void)
 	if (r.status)
 		tap_diag("exit %d, stderr: %s", r.status, r.err);
 	ASSERT_EQ_INT(r.status, 0);
-	ASSERT(strstr(r.out, "gpamm migrate: 16 MiB of guest memory, 16K/3-level, 2 vCPUs, "
-			     "manual dirty log"));
-	ASSERT(strstr(r.out, "seed 3"));
-	ASSERT(strstr(r.out, "(full copy)"));
-	ASSERT(strstr(r.out, "(stop-and-copy)"));
-	ASSERT(strstr(r.out, "verification: exact copy (0 of 1024 pages differ)"));
-	ASSERT(strstr(r.out, "stale accesses seen by the host: 0\n"));
-	ASSERT(strstr(r.out, "after destroy: 0 frames live, 0 pins, 0 VMs, 0 vCPUs, "
-			     "0 table pools, 0 library threads"));
-	ASSERT(strstr(r.err, "full copy      round   0:     1024 pages dirty"));
-	ASSERT(strstr(r.err, "stop-and-copy"));
+	expect_strings(r.out, ARGS("gpamm migrate: 16 MiB of guest memory, 16K/3-level, 2 vCPUs, "
+				   "manual dirty log",
+				   "seed 3", "(full copy)", "(stop-and-copy)",
+				   "verification: exact copy (0 of 1024 pages differ)",
+				   "stale accesses seen by the host: 0\n",
+				   "after destroy: 0 frames live, 0 pins, 0 VMs, 0 vCPUs, "
+				   "0 table pools, 0 library threads"));
+	expect_strings(r.err, ARGS("full copy      round   0:     1024 pages dirty",
+				   "stop-and-copy"));
 	result_free(&r);
 }
 
@@ -181,37 +152,16 @@ static void test_migrate_bad_flags(void)
 		{ "--max-downtime-ms", "0" }, { "--seed", "abc" }, { "--mem" },
 		{ "--page-shift", "14", "--levels", "4" }, { "--vcpus", "65" }, { "--mem", "65G" },
 	};
-	struct result r;
 
-	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		const char *a[6] = { "migrate" };
-
-		for (unsigned k = 0; k < 4 && bad[i][k]; k++)
-			a[k + 1] = bad[i][k];
-		r = run_gpamm(NULL, a);
-		if (r.status != 2 || !strstr(r.err, "gpamm migrate: "))
-			tap_diag("'migrate %s %s' exited %d: %s", bad[i][0],
-				 bad[i][1] ? bad[i][1] : "", r.status, r.err);
-		ASSERT_EQ_INT(r.status, 2);
-		ASSERT(strstr(r.err, "gpamm migrate: "));
-		ASSERT(strstr(r.err, "Try 'gpamm migrate --help'."));
-		ASSERT_EQ(r.out[0], '\0');
-		result_free(&r);
-	}
-	r = run_gpamm(NULL, ARGS("migrate", "--help"));
-	ASSERT_EQ_INT(r.status, 0);
-	ASSERT(strstr(r.out, "usage: gpamm migrate"));
-	result_free(&r);
+	EXPECT_USAGE_ERRORS(ARGS("migrate"), bad,
+			    ARGS("gpamm migrate: ", "Try 'gpamm migrate --help'."));
+	expect_stdout(NULL, ARGS("migrate", "--help"), ARGS("usage: gpamm migrate"));
 }
 
 int main(int argc, char **argv)
 {
-	tap_init(argc, argv);
-	find_binary();
-	if (!gpamm_bin_present()) {
-		printf("not ok 1 - setup\n");
+	if (!clitest_init(argc, argv))
 		return 1;
-	}
 	TEST(test_migrate_manual);
 	TEST(test_migrate_classic);
 	TEST(test_migrate_ring);

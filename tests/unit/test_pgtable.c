@@ -25,50 +25,7 @@
 #include "gpamm/pgtable.h"
 #include "gpamm/pte.h"
 #include "harness/tap.h"
-
-/* ---- failure context ---------------------------------------------------- */
-
-/* ASSERT only names the line; loops over layouts and cases need more. */
-static char where[256];
-#define WHERE(...) snprintf(where, sizeof(where), __VA_ARGS__)
-
-static _Noreturn void fail_cmp(const char *file, int line, const char *expr,
-			       const char *kind, unsigned long long a,
-			       unsigned long long b)
-{
-	char d[160];
-
-	tap_diag("at: %s", where);
-	tap_fmt2(d, sizeof(d), kind, a, b);
-	tap_fail(file, line, expr, d);
-}
-
-static _Noreturn void fail_expr(const char *file, int line, const char *expr)
-{
-	tap_diag("at: %s", where);
-	tap_fail(file, line, expr, NULL);
-}
-
-/* Each argument is evaluated exactly once. */
-#define CHECK(c)                                                              \
-	do {                                                                  \
-		if (!(c))                                                     \
-			fail_expr(__FILE__, __LINE__, #c);                    \
-	} while (0)
-#define CHECK_EQ(a, b)                                                        \
-	do {                                                                  \
-		unsigned long long ca_ = (unsigned long long)(a);             \
-		unsigned long long cb_ = (unsigned long long)(b);             \
-		if (ca_ != cb_)                                               \
-			fail_cmp(__FILE__, __LINE__, #a " == " #b, "u", ca_, cb_); \
-	} while (0)
-#define CHECK_INT(a, b)                                                       \
-	do {                                                                  \
-		long long ca_ = (long long)(a), cb_ = (long long)(b);         \
-		if (ca_ != cb_)                                               \
-			fail_cmp(__FILE__, __LINE__, #a " == " #b, "d",       \
-				 (unsigned long long)ca_, (unsigned long long)cb_); \
-	} while (0)
+#include "harness/where.h"
 
 /* ---- environment ---------------------------------------------------------- */
 

@@ -38,31 +38,6 @@ static char tmpdir[] = "/tmp/gpamm-replay-test-XXXXXX";
 static struct result last;
 static struct jv *last_json;
 
-static char *slurp(const char *path, size_t *lenp)
-{
-	FILE *f = fopen(path, "rb");
-	char *buf = NULL;
-	size_t len = 0, cap = 0, n;
-
-	if (!f)
-		return NULL;
-	do {
-		if (len + 4096 + 1 > cap) {
-			cap = cap ? cap * 2 : 8192;
-			buf = realloc(buf, cap);
-			if (!buf)
-				abort();
-		}
-		n = fread(buf + len, 1, cap - len - 1, f);
-		len += n;
-	} while (n);
-	fclose(f);
-	buf[len] = '\0';
-	if (lenp)
-		*lenp = len;
-	return buf;
-}
-
 static void tmp_path(char *buf, size_t len, const char *name)
 {
 	snprintf(buf, len, "%s/%s", tmpdir, name);
@@ -118,14 +93,9 @@ static const struct result *run(const char *in, const char *const *args)
 /* The last run succeeded and printed one JSON report: return it. */
 static struct jv *report(void)
 {
-	if (last.status)
-		tap_diag("exit %d, stderr: %s", last.status, last.err);
-	ASSERT_EQ_INT(last.status, 0);
 	jv_free(last_json);
-	last_json = json_parse(last.out);
-	if (!last_json)
-		tap_diag("not JSON: %.400s", last.out);
-	ASSERT(last_json != NULL);
+	last_json = NULL; /* json_ok() may end the test */
+	last_json = json_ok(&last);
 	return last_json;
 }
 
@@ -135,15 +105,6 @@ static uint64_t ju(struct jv *j, const char *key)
 
 	ASSERT(v >= 0 && v == floor(v));
 	return (uint64_t)v;
-}
-
-static bool jbool(struct jv *v, const char *path)
-{
-	struct jv *x = jget(v, path);
-
-	if (!x || x->t != J_BOOL)
-		tap_fail(__FILE__, __LINE__, path, "missing or not true/false");
-	return x->b;
 }
 
 struct series {
@@ -442,8 +403,8 @@ static void test_binary_roundtrip(void)
 	same_counts(text_json, j);
 
 	/* both writes are byte for byte the same; stdin and stdout work too */
-	b1 = slurp(bin, &blen);
-	b2 = slurp(bin2, &b2len);
+	b1 = read_file(bin, &blen);
+	b2 = read_file(bin2, &b2len);
 	ASSERT(b1 && b2);
 	same = blen == b2len && !memcmp(b1, b2, blen);
 	free(b1);
@@ -500,17 +461,18 @@ static void test_page_crossing(void)
 	}
 }
 
+/* The run failed with @status, saying @msg1 and @msg2 (if not NULL), and reported nothing. */
 static void expect_fail(const struct result *o, int status, const char *msg1, const char *msg2)
 {
-	if (o->status != status || !strstr(o->err, msg1) || (msg2 && !strstr(o->err, msg2)))
-		tap_diag("exit %d, stderr: %s", o->status, o->err);
-	ASSERT_EQ_INT(o->status, status);
-	ASSERT(strstr(o->err, "gpamm replay"));
-	ASSERT(strstr(o->err, msg1));
-	ASSERT(!msg2 || strstr(o->err, msg2));
-	ASSERT_EQ(o->out[0], '\0'); /* nothing half-reported */
+	const char *msgs[5] = { "gpamm replay", msg1 };
+	unsigned n = 2;
+
+	if (msg2)
+		msgs[n++] = msg2;
 	if (status == 2)
-		ASSERT(strstr(o->err, "Try 'gpamm replay --help'."));
+		msgs[n++] = "Try 'gpamm replay --help'.";
+	msgs[n] = NULL;
+	expect_error(o, status, msgs);
 }
 
 static void write_file(const char *path, const void *data, size_t len)
@@ -579,7 +541,7 @@ static void test_bad_traces(void)
 	tmp_path(bin, sizeof(bin), "good.bin");
 	o = RUN(NULL, "replay", "--write-binary", bin, "--no-replay", data_trace);
 	ASSERT_EQ_INT(o->status, 0);
-	b = slurp(bin, &blen);
+	b = read_file(bin, &blen);
 	ASSERT(b && blen > 100);
 	write_file(path, b, 100);
 	write_file(out, b, blen - 1);
@@ -634,13 +596,7 @@ static void test_text_report(void)
 
 static void test_usage(void)
 {
-	const struct result *o;
-
-	o = RUN(NULL, "replay", "--help");
-	ASSERT_EQ_INT(o->status, 0);
-	ASSERT(strstr(o->out, "first-touch"));
-	ASSERT(strstr(o->out, "GPAMMTR"));
-	ASSERT(strstr(o->out, "--age-interval"));
+	expect_stdout(NULL, ARGS("replay", "--help"), ARGS("first-touch", "GPAMMTR", "--age-interval"));
 	expect_fail(RUN(NULL, "replay"), 2, "no TRACE", NULL);
 	expect_fail(RUN(NULL, "replay", "--page-shift", "13", data_trace), 2, "--page-shift", NULL);
 	expect_fail(RUN(NULL, "replay", "--page-shift", "14", "--levels", "4", data_trace), 2,
@@ -665,24 +621,12 @@ static void test_usage(void)
 /* tests/data/lackey-true.trace: in the source tree above BUILD, or under the current directory. */
 static bool find_trace(void)
 {
-	char exe[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	char *s;
+	static const char rel[] = "tests/data/lackey-true.trace";
+	char src[PATH_MAX];
 
-	data_trace[0] = '\0';
-	if (n > 0) {
-		exe[n] = '\0';
-		/* SRC/BUILD/tests/unit/test_replay_cli -> SRC */
-		for (int up = 0; up < 4 && (s = strrchr(exe, '/')); up++)
-			*s = '\0';
-		snprintf(data_trace, sizeof(data_trace), "%s/tests/data/lackey-true.trace", exe);
-	}
-	if (!data_trace[0] || access(data_trace, R_OK))
-		snprintf(data_trace, sizeof(data_trace), "tests/data/lackey-true.trace");
-	if (access(data_trace, R_OK)) {
-		printf("# tests/data/lackey-true.trace not found (run from the source tree)\n");
+	if (!clitest_srcdir(src, sizeof(src), rel))
 		return false;
-	}
+	snprintf(data_trace, sizeof(data_trace), "%s/%s", src, rel);
 	return true;
 }
 
@@ -704,12 +648,10 @@ int main(int argc, char **argv)
 {
 	int ret, fd;
 
-	tap_init(argc, argv);
-	find_binary();
-	if (!gpamm_bin_present() || !find_trace()) {
-		printf("not ok 1 - setup\n");
+	if (!clitest_init(argc, argv))
 		return 1;
-	}
+	if (!find_trace())
+		return clitest_setup_failed("lackey trace present");
 	if (!mkdtemp(tmpdir)) {
 		perror("mkdtemp");
 		return 1;
