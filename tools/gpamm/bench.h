@@ -235,6 +235,77 @@ int bench_gang_start(struct bench_gang *g, unsigned n, bench_gang_fn fn, void *c
 double bench_gang_step(struct bench_gang *g);
 void bench_gang_stop(struct bench_gang *g);
 
+/* ---- a memstress VM ---------------------------------------------------------------- */
+
+struct gpamm_host;
+struct gpamm_vm;
+struct gpamm_vcpu;
+struct gpamm_workload;
+
+/*
+ * What the vCPU-workload suites share: guest RAM pre-touched by the host
+ * and placed at the top of the guest-physical space (as memstress), a
+ * direct host and a VM with the memory split evenly into cfg->slots
+ * memslots, vCPU i owning slice [base + i * bytes_per_vcpu, + bytes_per_vcpu)
+ * with a sequential one-access-per-page workload, and a gang of vCPU
+ * threads of which each step runs one more pass of every vCPU's workload.
+ */
+struct bench_rig {
+	const struct bench_cfg *cfg;
+	struct bench_run *r;
+	struct bench_mem mem;
+	uint64_t total, slot_bytes;
+	unsigned nvcpus;              /* vCPUs created (cfg->vcpus unless asked otherwise) */
+	struct gpamm_host *host;      /* NULL while the VM is down */
+	struct gpamm_vm *vm;
+	struct gpamm_vcpu **vcpu;
+	struct gpamm_workload *w;     /* per vCPU: its slice */
+	unsigned write_percent;       /* of the next step's passes; set between steps */
+	double *vcpu_ns;              /* per vCPU: the time of its last pass */
+	char (*verr)[160];            /* per vCPU: what went wrong */
+	struct bench_gang gang;
+	bool gang_on;
+};
+
+/**
+ * bench_rig_init() - check the layout, place and allocate the test memory
+ * (r->gpa_base, r->touch_s, r->host_desc) for @nvcpus vCPUs (0: cfg->vcpus).
+ * Return: 0, or -1 with @r failed.
+ */
+int bench_rig_init(struct bench_rig *k, const struct bench_cfg *c, struct bench_run *r,
+		   unsigned nvcpus);
+/**
+ * bench_rig_vm_up() - a direct host and a VM with @dirty_caps (manual
+ * dirty-log protect flags, 0 for none), every memslot created, and the
+ * vCPUs with fresh workloads (an empty GPA table).
+ * Return: 0, or -1 with the run failed.
+ */
+int bench_rig_vm_up(struct bench_rig *k, unsigned dirty_caps);
+/* Destroy the VM (its vCPUs too) and its host; the memory stays. */
+void bench_rig_vm_down(struct bench_rig *k);
+/**
+ * bench_rig_slots() - set every memslot to @flags (create, or FLAGS_ONLY),
+ * or delete them all (@on false). @what names the change in a failure.
+ */
+int bench_rig_slots(struct bench_rig *k, bool on, uint32_t flags, const char *what);
+/* Start the vCPU threads. Return: 0, or -1 with the run failed. */
+int bench_rig_start(struct bench_rig *k);
+/**
+ * bench_rig_step() - one more pass of every vCPU's workload (at
+ * k->write_percent), wall time from the go signal to the last vCPU done.
+ * Return: the ns, or -1 with the run failed "@what: the first vCPU error".
+ */
+__attribute__((format(printf, 2, 3)))
+double bench_rig_step(struct bench_rig *k, const char *what_fmt, ...);
+/**
+ * bench_rig_header() - the run's header on cfg->out: layout, vCPUs x slice,
+ * pages, slots and the suite's own tail (a format), the host and where
+ * the test memory is.
+ */
+__attribute__((format(printf, 2, 3)))
+void bench_rig_header(const struct bench_rig *k, const char *tail_fmt, ...);
+void bench_rig_destroy(struct bench_rig *k);
+
 /* ---- small things --------------------------------------------------------------------- */
 
 double bench_now_ns(void);

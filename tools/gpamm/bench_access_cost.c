@@ -182,15 +182,6 @@ static void ac_sweep_explain(const struct bench_run *const *runs, const char *co
 
 /* ---- the gpamm backend ------------------------------------------------------------------ */
 
-struct ac_gpamm {
-	const struct bench_cfg *cfg;
-	struct bench_run *r;
-	struct gpamm_host *host;
-	struct gpamm_vm *vm;
-	struct gpamm_vcpu *vcpu;
-	struct bench_mem mem;
-};
-
 static uint64_t table_pages(struct gpamm_vm *vm)
 {
 	struct gpamm_vm_stats st;
@@ -207,29 +198,7 @@ static const char *exit_why(struct gpamm_vcpu *v, char *buf, size_t len)
 	return buf;
 }
 
-/* Create every memslot over guest RAM, or (@on false) delete them all. */
-static int ac_set_slots(struct ac_gpamm *d, bool on)
-{
-	const struct bench_cfg *c = d->cfg;
-	const uint64_t slot_bytes = bench_total_bytes(c) / c->slots;
-
-	for (unsigned s = 0; s < c->slots; s++) {
-		struct gpamm_userspace_memory_region reg = {
-			.slot = s,
-			.guest_phys_addr = d->r->gpa_base + s * slot_bytes,
-			.memory_size = on ? slot_bytes : 0,
-			.userspace_addr = (uintptr_t)(d->mem.p + s * slot_bytes),
-		};
-		int ret = gpamm_vm_set_memory_region(d->vm, &reg);
-
-		if (ret)
-			return bench_run_fail(d->r, BENCH_FAILED, "%s memslot %u: %s",
-					      on ? "creating" : "deleting", s, strerror(-ret));
-	}
-	return 0;
-}
-
-static int ac_body(struct ac_gpamm *d)
+static int ac_body(struct bench_rig *d)
 {
 	const struct bench_cfg *c = d->cfg;
 	struct bench_run *r = d->r;
@@ -264,13 +233,14 @@ static int ac_body(struct ac_gpamm *d)
 		if (c->out)
 			fputc('\n', c->out);
 		/* nothing mapped: delete the slots (every translation goes) and add them again */
-		if (it > 1 && (ac_set_slots(d, false) || ac_set_slots(d, true)))
+		if (it > 1 && (bench_rig_slots(d, false, 0, "deletion") ||
+			       bench_rig_slots(d, true, 0, "creation")))
 			return -1;
 		gpamm_vm_stats(d->vm, &st0);
-		t = bk_populate(d->vcpu, r->gpa_base, total);
+		t = bk_populate(d->vcpu[0], r->gpa_base, total);
 		if (t < 0)
 			return bench_run_fail(r, BENCH_FAILED, "iteration %u: populate: %s", it,
-					      exit_why(d->vcpu, why, sizeof(why)));
+					      exit_why(d->vcpu[0], why, sizeof(why)));
 		gpamm_vm_stats(d->vm, &st1);
 		bench_phase_record(r, "populate", it, t);
 		bench_count_record(r, "populate_faults", it, st1.faults - st0.faults);
@@ -279,9 +249,9 @@ static int ac_body(struct ac_gpamm *d)
 				(unsigned long long)st1.table_pages,
 				bench_size_str(st1.table_pages << c->page_shift, tb, sizeof(tb)));
 
-		if (bk_tlb_hit(d->vcpu, r->gpa_base, d->mem.p, hit_len, passes, &a))
+		if (bk_tlb_hit(d->vcpu[0], r->gpa_base, d->mem.p, hit_len, passes, &a))
 			return bench_run_fail(r, BENCH_FAILED, "iteration %u: TLB-hit loop: %s", it,
-					      exit_why(d->vcpu, why, sizeof(why)));
+					      exit_why(d->vcpu[0], why, sizeof(why)));
 		if (a.accesses != passes * words)
 			return bench_run_fail(r, BENCH_FAILED, "iteration %u: TLB-hit loop did "
 					      "%llu accesses, not %llu", it,
@@ -291,10 +261,10 @@ static int ac_body(struct ac_gpamm *d)
 		bench_phase_record(r, "native_hit", it, a.native_ns > 0 ? a.native_ns : 1);
 		bench_count_record(r, "hit_tlb_misses", it, a.tlb_misses);
 
-		if (bk_tlb_miss(d->vcpu, r->gpa_base, d->mem.p, total, c->page_shift, mpasses,
+		if (bk_tlb_miss(d->vcpu[0], r->gpa_base, d->mem.p, total, c->page_shift, mpasses,
 				AC_MISS_SEED + it - 1, &a))
 			return bench_run_fail(r, BENCH_FAILED, "iteration %u: TLB-miss loop: %s",
-					      it, exit_why(d->vcpu, why, sizeof(why)));
+					      it, exit_why(d->vcpu[0], why, sizeof(why)));
 		if (a.accesses != mpasses * r->pages)
 			return bench_run_fail(r, BENCH_FAILED, "iteration %u: TLB-miss loop did "
 					      "%llu accesses, not %llu", it,
@@ -312,85 +282,27 @@ static int ac_body(struct ac_gpamm *d)
 
 static int ac_run_gpamm(const struct bench_cfg *c, struct bench_run *r)
 {
-	const uint64_t psz = 1ULL << c->page_shift, total = bench_total_bytes(c);
-	struct gpamm_vm_config vcfg = { .page_shift = c->page_shift, .levels = c->levels,
-					.max_vcpus = 1 };
-	struct ac_gpamm d;
-	struct gpamm_geom g;
+	struct bench_rig k;
 	cpu_set_t saved;
-	char err[256], sz[32];
+	char sz[32];
 	int cpu, ret = -1;
 
-	memset(&d, 0, sizeof(d));
-	d.cfg = c;
-	d.r = r;
-	if (gpamm_geom_init(&g, c->page_shift, c->levels))
-		return bench_run_fail(r, BENCH_FAILED, "no layout with %u-byte pages and %u levels",
-				      1u << c->page_shift, c->levels);
-	if (total > gpamm_geom_space(&g))
-		return bench_run_fail(r, BENCH_FAILED, "%s does not fit in the %u-bit GPA space",
-				      bench_size_str(total, sz, sizeof(sz)), g.gpa_bits);
-	/* As memstress: the test memory sits at the top of the guest-physical space. */
-	r->gpa_base = (gpamm_geom_space(&g) - total) & ~(gpamm_geom_huge_size(&g) - 1);
-
-	if (c->out && total >= (4ULL << 30)) {
-		fprintf(c->out, "(%s: pre-touching %s of host memory first; this can take a "
-			"while)\n", r->backend, bench_size_str(total, sz, sizeof(sz)));
-		fflush(c->out);
-	}
-	if (bench_mem_alloc(&d.mem, total, psz, c->thp, err, sizeof(err)))
-		return bench_run_fail(r, BENCH_FAILED, "%s", err);
-	r->touch_s = d.mem.touch_s;
-	snprintf(r->host_desc, sizeof(r->host_desc),
-		 "direct host (guest RAM is this process's memory), anonymous %s, MAP_NORESERVE",
-		 c->thp ? "THP-backed" : "4K host pages (THP off)");
-
-	d.host = gpamm_host_direct_create(c->page_shift);
-	vcfg.host = d.host;
-	if (!d.host || (ret = gpamm_vm_create(&vcfg, &d.vm))) {
-		bench_run_fail(r, BENCH_FAILED, "cannot create the VM: %s",
-			       d.host ? strerror(-ret) : "no host");
-		ret = -1;
+	/* one vCPU, on this thread, with all the memory */
+	if (bench_rig_init(&k, c, r, 1) || bench_rig_vm_up(&k, 0))
 		goto out;
-	}
-	ret = ac_set_slots(&d, true);
-	if (ret)
-		goto out;
-	ret = gpamm_vcpu_create(d.vm, 0, &d.vcpu);
-	if (ret) {
-		ret = bench_run_fail(r, BENCH_FAILED, "vCPU 0: %s", strerror(-ret));
-		goto out;
-	}
-
 	/* The guest runs on this thread: pin it for the whole measurement. */
 	cpu = bench_pin_cpu(AC_CPU, &saved);
-	if (c->out) {
-		char lay[32], tot[32];
-
-		fprintf(c->out, "== gpamm: %s, %s (%llu pages), %u slot%s, %u iteration%s; one "
-			"vCPU on this thread, %s%d\n",
-			cli_layout_name(c->page_shift, c->levels, lay, sizeof(lay)),
-			bench_size_str(total, tot, sizeof(tot)), (unsigned long long)r->pages,
-			c->slots, c->slots == 1 ? "" : "s", c->iterations,
-			c->iterations == 1 ? "" : "s",
-			cpu < 0 ? "not pinned: CPU " : "pinned to CPU ", cpu < 0 ? AC_CPU : cpu);
-		if (c->vcpus > 1)
-			fprintf(c->out, "(access_cost measures one vCPU; it has all %u x %s)\n",
-				c->vcpus, bench_size_str(c->bytes_per_vcpu, sz, sizeof(sz)));
-		fprintf(c->out, "host: %s; pre-touched by the host in %.2fs before the VM "
-			"started, so no phase includes a host page fault\n",
-			r->host_desc, r->touch_s);
-		fprintf(c->out, "guest physical test memory: [0x%llx, 0x%llx)\n",
-			(unsigned long long)r->gpa_base, (unsigned long long)(r->gpa_base + total));
-	}
-	ret = ac_body(&d);
+	bench_rig_header(&k, "%u iteration%s; the vCPU runs on this thread, %s%d",
+			 c->iterations, c->iterations == 1 ? "" : "s",
+			 cpu < 0 ? "not pinned: CPU " : "pinned to CPU ", cpu < 0 ? AC_CPU : cpu);
+	if (c->out && c->vcpus > 1)
+		fprintf(c->out, "(access_cost measures one vCPU; it has all %u x %s)\n",
+			c->vcpus, bench_size_str(c->bytes_per_vcpu, sz, sizeof(sz)));
+	ret = ac_body(&k);
 	if (cpu >= 0)
 		sched_setaffinity(0, sizeof(saved), &saved);
 out:
-	if (d.vm)
-		gpamm_vm_destroy(d.vm);
-	gpamm_host_destroy(d.host);
-	bench_mem_free(&d.mem);
+	bench_rig_destroy(&k);
 	return ret;
 }
 

@@ -89,89 +89,29 @@ static bool dl_check(const struct bench_run *r, char *why, size_t len)
 /* ---- the gpamm backend --------------------------------------------------------- */
 
 struct dl_gpamm {
-	const struct bench_cfg *cfg;
-	struct bench_run *r;
-	struct gpamm_host *host;
-	struct gpamm_vm *vm;
-	struct gpamm_vcpu **vcpu;
-	struct gpamm_workload *w;
-	char (*verr)[160];          /* per vCPU: what went wrong */
-	struct bench_mem mem;
-	uint64_t slot_bytes, slot_pages;
+	struct bench_rig k;
+	uint64_t slot_pages;
 	uint64_t **bitmap;          /* per slot */
 };
 
-/* One pass of vCPU @i: its program writes its slice once more, then returns. */
-static int dl_vcpu_pass(void *ctx, unsigned i, uint64_t gen)
+static int dl_body(struct dl_gpamm *d)
 {
-	struct dl_gpamm *d = ctx;
-	struct gpamm_vcpu *v = d->vcpu[i];
-	struct gpamm_workload *w = &d->w[i];
-	struct gpamm_run *run = gpamm_vcpu_run_state(v);
-	int ret;
-
-	w->passes = gen; /* passes_done carries over: exactly one more pass */
-	ret = gpamm_vcpu_set_guest(v, gpamm_workload_guest, w, 0);
-	if (!ret)
-		ret = gpamm_vcpu_run(v);
-	if (ret) {
-		snprintf(d->verr[i], sizeof(d->verr[i]), "vCPU %u: run: %s", i, strerror(-ret));
-		return -1;
-	}
-	if (run->exit_reason != GPAMM_EXIT_DONE || run->guest_ret || w->passes_done != gen) {
-		snprintf(d->verr[i], sizeof(d->verr[i]),
-			 "vCPU %u: exit reason %u (guest returned %d, %llu passes done, %llu wanted)",
-			 i, run->exit_reason, run->guest_ret, (unsigned long long)w->passes_done,
-			 (unsigned long long)gen);
-		return -1;
-	}
-	return 0;
-}
-
-static int dl_set_logging(struct dl_gpamm *d, bool on)
-{
-	for (unsigned s = 0; s < d->cfg->slots; s++) {
-		struct gpamm_userspace_memory_region reg = {
-			.slot = s,
-			.flags = on ? GPAMM_MEM_LOG_DIRTY_PAGES : 0,
-			.guest_phys_addr = d->r->gpa_base + s * d->slot_bytes,
-			.memory_size = d->slot_bytes,
-			.userspace_addr = (uintptr_t)(d->mem.p + s * d->slot_bytes),
-		};
-		int ret = gpamm_vm_set_memory_region(d->vm, &reg);
-
-		if (ret)
-			return bench_run_fail(d->r, BENCH_FAILED, "%s dirty logging on slot %u: %s",
-					      on ? "enabling" : "disabling", s, strerror(-ret));
-	}
-	return 0;
-}
-
-static const char *gang_error(struct dl_gpamm *d)
-{
-	for (unsigned i = 0; i < d->cfg->vcpus; i++)
-		if (d->verr[i][0])
-			return d->verr[i];
-	return "a vCPU failed";
-}
-
-static int dl_body(struct dl_gpamm *d, struct bench_gang *gang)
-{
-	const struct bench_cfg *c = d->cfg;
-	struct bench_run *r = d->r;
+	struct bench_rig *k = &d->k;
+	const struct bench_cfg *c = k->cfg;
+	struct bench_run *r = k->r;
 	const uint64_t words = (d->slot_pages + 63) / 64;
 	struct gpamm_vm_stats st0, st1;
 	double t0, t;
 	int ret;
 
 	/* populate: pass 1 of every vCPU */
-	t = bench_gang_step(gang);
+	t = bench_rig_step(k, "populate");
 	if (t < 0)
-		return bench_run_fail(r, BENCH_FAILED, "populate: %s", gang_error(d));
+		return -1;
 	bench_phase_record(r, "populate", 0, t);
 
 	t0 = bench_now_ns();
-	if (dl_set_logging(d, true))
+	if (bench_rig_slots(k, true, GPAMM_MEM_LOG_DIRTY_PAGES, "enabling dirty logging"))
 		return -1;
 	bench_phase_record(r, "enable", 0, bench_now_ns() - t0);
 
@@ -180,16 +120,16 @@ static int dl_body(struct dl_gpamm *d, struct bench_gang *gang)
 
 		if (c->out)
 			fputc('\n', c->out);
-		gpamm_vm_stats(d->vm, &st0);
-		t = bench_gang_step(gang);
+		gpamm_vm_stats(k->vm, &st0);
+		t = bench_rig_step(k, "iteration %u", it);
 		if (t < 0)
-			return bench_run_fail(r, BENCH_FAILED, "iteration %u: %s", it, gang_error(d));
-		gpamm_vm_stats(d->vm, &st1);
+			return -1;
+		gpamm_vm_stats(k->vm, &st1);
 		bench_phase_record(r, "dirty", it, t);
 
 		t0 = bench_now_ns();
 		for (unsigned s = 0; s < c->slots; s++) {
-			ret = gpamm_vm_get_dirty_log(d->vm, s, d->bitmap[s]);
+			ret = gpamm_vm_get_dirty_log(k->vm, s, d->bitmap[s]);
 			if (ret)
 				return bench_run_fail(r, BENCH_FAILED, "GET of slot %u: %s", s,
 						      strerror(-ret));
@@ -199,7 +139,7 @@ static int dl_body(struct dl_gpamm *d, struct bench_gang *gang)
 		if (c->manual_protect) {
 			t0 = bench_now_ns();
 			for (unsigned s = 0; s < c->slots; s++) {
-				ret = gpamm_vm_clear_dirty_log(d->vm, s, 0, d->slot_pages,
+				ret = gpamm_vm_clear_dirty_log(k->vm, s, 0, d->slot_pages,
 							       d->bitmap[s]);
 				if (ret)
 					return bench_run_fail(r, BENCH_FAILED, "CLEAR of slot %u: %s",
@@ -208,8 +148,8 @@ static int dl_body(struct dl_gpamm *d, struct bench_gang *gang)
 			bench_phase_record(r, "clear", it, bench_now_ns() - t0);
 		}
 		for (unsigned s = 0; s < c->slots; s++)
-			for (uint64_t k = 0; k < words; k++)
-				dirty += (uint64_t)__builtin_popcountll(d->bitmap[s][k]);
+			for (uint64_t w = 0; w < words; w++)
+				dirty += (uint64_t)__builtin_popcountll(d->bitmap[s][w]);
 		bench_count_record(r, "pages_dirty", it, dirty);
 		bench_count_record(r, "write_faults", it, st1.faults - st0.faults);
 	}
@@ -217,7 +157,7 @@ static int dl_body(struct dl_gpamm *d, struct bench_gang *gang)
 		fputc('\n', c->out);
 
 	t0 = bench_now_ns();
-	if (dl_set_logging(d, false))
+	if (bench_rig_slots(k, true, 0, "disabling dirty logging"))
 		return -1;
 	bench_phase_record(r, "disable", 0, bench_now_ns() - t0);
 	return 0;
@@ -225,139 +165,34 @@ static int dl_body(struct dl_gpamm *d, struct bench_gang *gang)
 
 static int dl_run_gpamm(const struct bench_cfg *c, struct bench_run *r)
 {
-	const uint64_t psz = 1ULL << c->page_shift, total = bench_total_bytes(c);
-	struct gpamm_vm_config vcfg = { .page_shift = c->page_shift, .levels = c->levels,
-					.max_vcpus = c->vcpus };
-	struct gpamm_geom g;
-	struct bench_gang gang;
+	const unsigned caps = !c->manual_protect ? 0 :
+			      GPAMM_DIRTY_LOG_MANUAL_PROTECT_ENABLE |
+			      (c->initially_set ? GPAMM_DIRTY_LOG_INITIALLY_SET : 0);
 	struct dl_gpamm d;
-	char err[256], sz[32];
-	bool gang_on = false;
 	int ret = -1;
 
 	memset(&d, 0, sizeof(d));
-	d.cfg = c;
-	d.r = r;
-	if (gpamm_geom_init(&g, c->page_shift, c->levels))
-		return bench_run_fail(r, BENCH_FAILED, "no layout with %u-byte pages and %u levels",
-				      1u << c->page_shift, c->levels);
-	if (total > gpamm_geom_space(&g))
-		return bench_run_fail(r, BENCH_FAILED, "%s does not fit in the %u-bit GPA space",
-				      bench_size_str(total, sz, sizeof(sz)), g.gpa_bits);
-	/* As memstress: the test memory sits at the top of the guest-physical space. */
-	r->gpa_base = (gpamm_geom_space(&g) - total) & ~(gpamm_geom_huge_size(&g) - 1);
-	d.slot_bytes = total / c->slots;
-	d.slot_pages = d.slot_bytes / psz;
-
-	if (c->out && total >= (4ULL << 30)) {
-		fprintf(c->out, "(%s: pre-touching %s of host memory first; this can take a while)\n",
-			r->backend, bench_size_str(total, sz, sizeof(sz)));
-		fflush(c->out);
-	}
-	if (bench_mem_alloc(&d.mem, total, psz, c->thp, err, sizeof(err)))
-		return bench_run_fail(r, BENCH_FAILED, "%s", err);
-	r->touch_s = d.mem.touch_s;
-	snprintf(r->host_desc, sizeof(r->host_desc),
-		 "direct host (guest RAM is this process's memory), anonymous %s, MAP_NORESERVE",
-		 c->thp ? "THP-backed" : "4K host pages (THP off)");
-
-	d.host = gpamm_host_direct_create(c->page_shift);
-	vcfg.host = d.host;
-	if (!d.host || (ret = gpamm_vm_create(&vcfg, &d.vm))) {
-		bench_run_fail(r, BENCH_FAILED, "cannot create the VM: %s",
-			       d.host ? strerror(-ret) : "no host");
-		ret = -1;
+	if (bench_rig_init(&d.k, c, r, 0) || bench_rig_vm_up(&d.k, caps))
 		goto out;
-	}
-	ret = gpamm_vm_enable_manual_dirty_log_protect(
-		d.vm, !c->manual_protect ? 0
-		      : GPAMM_DIRTY_LOG_MANUAL_PROTECT_ENABLE |
-			(c->initially_set ? GPAMM_DIRTY_LOG_INITIALLY_SET : 0));
-	if (ret) {
-		ret = bench_run_fail(r, BENCH_FAILED, "manual dirty-log protect: %s",
-				     strerror(-ret));
-		goto out;
-	}
-	for (unsigned s = 0; s < c->slots; s++) {
-		struct gpamm_userspace_memory_region reg = {
-			.slot = s,
-			.guest_phys_addr = r->gpa_base + s * d.slot_bytes,
-			.memory_size = d.slot_bytes,
-			.userspace_addr = (uintptr_t)(d.mem.p + s * d.slot_bytes),
-		};
-
-		ret = gpamm_vm_set_memory_region(d.vm, &reg);
-		if (ret) {
-			ret = bench_run_fail(r, BENCH_FAILED, "memslot %u: %s", s, strerror(-ret));
-			goto out;
-		}
-	}
+	d.slot_pages = d.k.slot_bytes >> c->page_shift;
 	d.bitmap = calloc(c->slots, sizeof(*d.bitmap));
-	d.vcpu = calloc(c->vcpus, sizeof(*d.vcpu));
-	d.w = calloc(c->vcpus, sizeof(*d.w));
-	d.verr = calloc(c->vcpus, sizeof(*d.verr));
-	if (!d.bitmap || !d.vcpu || !d.w || !d.verr) {
-		ret = bench_run_fail(r, BENCH_FAILED, "out of memory");
+	for (unsigned s = 0; d.bitmap && s < c->slots; s++)
+		if (!(d.bitmap[s] = calloc((d.slot_pages + 63) / 64, sizeof(uint64_t))))
+			break;
+	if (!d.bitmap || !d.bitmap[c->slots - 1]) {
+		bench_run_fail(r, BENCH_FAILED, "out of memory");
 		goto out;
 	}
-	for (unsigned s = 0; s < c->slots; s++) {
-		d.bitmap[s] = calloc((d.slot_pages + 63) / 64, sizeof(uint64_t));
-		if (!d.bitmap[s]) {
-			ret = bench_run_fail(r, BENCH_FAILED, "out of memory");
-			goto out;
-		}
-	}
-	/* memstress: vCPU i owns [base + i * bytes_per_vcpu, + bytes_per_vcpu) */
-	for (unsigned i = 0; i < c->vcpus; i++) {
-		ret = gpamm_vcpu_create(d.vm, i, &d.vcpu[i]);
-		if (ret) {
-			ret = bench_run_fail(r, BENCH_FAILED, "vCPU %u: %s", i, strerror(-ret));
-			goto out;
-		}
-		d.w[i] = (struct gpamm_workload){
-			.gpa = r->gpa_base + i * c->bytes_per_vcpu,
-			.size = c->bytes_per_vcpu,
-			.write_percent = 100,
-			.order = GPAMM_ORDER_SEQUENTIAL,
-			.stride = 0, /* one write per page */
-		};
-	}
-	if (c->out) {
-		char lay[32], tot[32], per[32];
-
-		fprintf(c->out, "== gpamm: %s, %u vCPU%s x %s = %s (%llu pages), %u slot%s, "
-			"%u iteration%s, %s\n",
-			cli_layout_name(c->page_shift, c->levels, lay, sizeof(lay)), c->vcpus,
-			c->vcpus == 1 ? "" : "s", bench_size_str(c->bytes_per_vcpu, per, sizeof(per)),
-			bench_size_str(total, tot, sizeof(tot)), (unsigned long long)r->pages,
-			c->slots, c->slots == 1 ? "" : "s", c->iterations,
-			c->iterations == 1 ? "" : "s", bench_protect_mode(c));
-		fprintf(c->out, "host: %s; pre-touched by the host in %.2fs before the VM "
-			"started, so no phase includes a host page fault\n",
-			r->host_desc, r->touch_s);
-		fprintf(c->out, "guest physical test memory: [0x%llx, 0x%llx)\n",
-			(unsigned long long)r->gpa_base, (unsigned long long)(r->gpa_base + total));
-	}
-	if (bench_gang_start(&gang, c->vcpus, dl_vcpu_pass, &d)) {
-		ret = bench_run_fail(r, BENCH_FAILED, "cannot start the vCPU threads");
-		goto out;
-	}
-	gang_on = true;
-	ret = dl_body(&d, &gang);
+	bench_rig_header(&d.k, "%u iteration%s, %s", c->iterations,
+			 c->iterations == 1 ? "" : "s", bench_protect_mode(c));
+	if (!bench_rig_start(&d.k))
+		ret = dl_body(&d);
 out:
-	if (gang_on)
-		bench_gang_stop(&gang);
-	if (d.vm)
-		gpamm_vm_destroy(d.vm);
-	gpamm_host_destroy(d.host);
+	bench_rig_destroy(&d.k);
 	if (d.bitmap)
 		for (unsigned s = 0; s < c->slots; s++)
 			free(d.bitmap[s]);
 	free(d.bitmap);
-	free(d.vcpu);
-	free(d.w);
-	free(d.verr);
-	bench_mem_free(&d.mem);
 	return ret;
 }
 

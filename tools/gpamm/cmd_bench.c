@@ -32,7 +32,6 @@ static const struct bench_suite *const suites[] = {
 	&bench_suite_memslot_perf,
 	&bench_suite_access_cost,
 	&bench_suite_pgtable,
-	/* later: demand_paging, access_tracking_perf, memslot_perf, ... */
 };
 #define NR_SUITES (sizeof(suites) / sizeof(suites[0]))
 
@@ -82,16 +81,21 @@ static void bench_usage(FILE *f)
 		"\n"
 		"suites:\n");
 	for (size_t i = 0; i < NR_SUITES; i++)
-		fprintf(f, "  %-16s %s\n", suites[i]->name, suites[i]->summary);
+		fprintf(f, "  %-21s %s\n", suites[i]->name, suites[i]->summary);
 	fprintf(f,
 		"\n"
 		"options:\n"
 		"  -v, --vcpus N            vCPUs, one thread each on its own slice (default 1)\n"
 		"  -b, --bytes-per-vcpu SZ  memory per vCPU, K/M/G suffixes (default 1G)\n"
-		"  -i, --iterations N       dirty/GET/CLEAR iterations (default 2)\n"
+		"  -i, --iterations N       repetitions (default 2): dirty/GET/CLEAR rounds\n"
+		"                           (dirty_log_perf), idle cycles (access_tracking_perf),\n"
+		"                           fault-ins on a fresh VM (demand_paging), timed runs\n"
+		"                           per test (memslot_perf), measured repetitions\n"
+		"                           (access_cost, pgtable)\n"
 		"      --page-shift N       gpamm page size: 12 (4K, default), 14 (16K), 16 (64K)\n"
 		"      --levels N           gpamm table levels (default 3)\n"
-		"  -m, --slots N            split memory into N equal memslots (default 1)\n"
+		"  -m, --slots N            split memory into N equal memslots (default 1;\n"
+		"                           memslot_perf takes 1 to mean its default of 32)\n"
 		"      --backing TYPE       guest RAM: anon (4K host pages, default) or thp\n"
 		"      --no-manual-protect  classic GET that clears and re-protects (no CLEAR)\n"
 		"      --no-initially-set   manual protect without INITIALLY_SET: enabling\n"
@@ -101,6 +105,8 @@ static void bench_usage(FILE *f)
 		"      --peer kvm           also run the phases on the host's KVM (/dev/kvm):\n"
 		"                           4K pages, a 32-bit guest, memory below 4 GiB;\n"
 		"                           skipped with the reason when KVM is unusable\n"
+		"                           (dirty_log_perf only: the other suites report\n"
+		"                           the peer skipped)\n"
 		"      --sweep P=V1,V2,...  run once per value and tabulate the per-page cost:\n"
 		"                           mem=256M,1G,4G,16G (total memory; split over vCPUs)\n"
 		"                           vcpus=1,2,4 (total memory stays -v x -b)\n"
@@ -108,9 +114,12 @@ static void bench_usage(FILE *f)
 		"      --list               list the suites\n"
 		"\n"
 		"Guest RAM is anonymous memory (MAP_NORESERVE) that the host touches before\n"
-		"the VM starts, so no phase includes a host page fault. Per-page figures:\n"
-		"populate and dirty memory are wall time / pages per vCPU (what each vCPU\n"
-		"pays per page); the log calls are wall time / all pages.\n"
+		"the VM starts, so no phase includes a host page fault (memslot_perf's\n"
+		"discards are real, so its map and unmap take host faults; pgtable allocates\n"
+		"no guest RAM and ignores -v, -m and --backing). Per-page figures: phases\n"
+		"the vCPUs run are wall time / pages per vCPU (what each vCPU pays per\n"
+		"page); calls the VMM makes (log calls, mark idle, slot changes) are wall\n"
+		"time / all pages; access_cost's loops are per access (ns/op).\n"
 		"\n"
 		"Exit status: 0 when the runs completed (a skipped peer included), 1 when a\n"
 		"gpamm run failed or its counts do not add up, 2 on bad usage.\n");
@@ -428,8 +437,9 @@ static void print_sweep_table(const struct bench_opts_s *o, const struct point *
 	unsigned nflat = 0, nvalid2 = 0;
 	unsigned cpus = bench_online_cpus();
 
-	fprintf(f, "\nSweep %s, %s: per-page cost in ns (populate and dirty per page per "
-		"vCPU; log calls per page)\n", pname, kvm ? "KVM" : "gpamm");
+	fprintf(f, "\nSweep %s, %s: cost in ns per page (vCPU phases per page per vCPU, "
+		"VMM calls per page of all memory; per access where the phase says ns/op)\n",
+		pname, kvm ? "KVM" : "gpamm");
 	fprintf(f, "  %-24s", "phase");
 	for (unsigned i = 0; i < o->nsweep; i++)
 		fprintf(f, " %9s", pts[i].label);
@@ -850,7 +860,7 @@ static int bench_run_cmd(int argc, char **argv)
 			return CLI_EXIT_OK;
 		case OPT_LIST:
 			for (size_t i = 0; i < NR_SUITES; i++)
-				printf("%-16s %s\n", suites[i]->name, suites[i]->summary);
+				printf("%-21s %s\n", suites[i]->name, suites[i]->summary);
 			return CLI_EXIT_OK;
 		case OPT_VCPUS:
 			if (parse_u("--vcpus", val, 1, GPAMM_MAX_VCPUS, &v))
