@@ -306,6 +306,15 @@ __attribute__((format(printf, 2, 3)))
 void bench_rig_header(const struct bench_rig *k, const char *tail_fmt, ...);
 void bench_rig_destroy(struct bench_rig *k);
 
+/*
+ * One dirty bitmap per slot for the VMM side of a log call, written once
+ * before use so that no GET measures page faults of the caller's own
+ * buffer (the selftest's buffers are warm after its first iteration).
+ * Return: the array, or NULL (ENOMEM). Free with bench_bitmaps_free().
+ */
+uint64_t **bench_bitmaps_alloc(unsigned slots, uint64_t pages_per_slot);
+void bench_bitmaps_free(uint64_t **b, unsigned slots);
+
 /* ---- small things --------------------------------------------------------------------- */
 
 double bench_now_ns(void);

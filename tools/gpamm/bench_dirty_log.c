@@ -175,11 +175,8 @@ static int dl_run_gpamm(const struct bench_cfg *c, struct bench_run *r)
 	if (bench_rig_init(&d.k, c, r, 0) || bench_rig_vm_up(&d.k, caps))
 		goto out;
 	d.slot_pages = d.k.slot_bytes >> c->page_shift;
-	d.bitmap = calloc(c->slots, sizeof(*d.bitmap));
-	for (unsigned s = 0; d.bitmap && s < c->slots; s++)
-		if (!(d.bitmap[s] = calloc((d.slot_pages + 63) / 64, sizeof(uint64_t))))
-			break;
-	if (!d.bitmap || !d.bitmap[c->slots - 1]) {
+	d.bitmap = bench_bitmaps_alloc(c->slots, d.slot_pages);
+	if (!d.bitmap) {
 		bench_run_fail(r, BENCH_FAILED, "out of memory");
 		goto out;
 	}
@@ -189,10 +186,7 @@ static int dl_run_gpamm(const struct bench_cfg *c, struct bench_run *r)
 		ret = dl_body(&d);
 out:
 	bench_rig_destroy(&d.k);
-	if (d.bitmap)
-		for (unsigned s = 0; s < c->slots; s++)
-			free(d.bitmap[s]);
-	free(d.bitmap);
+	bench_bitmaps_free(d.bitmap, c->slots);
 	return ret;
 }
 

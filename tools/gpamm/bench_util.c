@@ -546,3 +546,26 @@ const char *bench_protect_mode(const struct bench_cfg *c)
 		return "classic GET (no manual protect)";
 	return c->initially_set ? "manual protect, initially set" : "manual protect";
 }
+
+uint64_t **bench_bitmaps_alloc(unsigned slots, uint64_t pages_per_slot)
+{
+	const size_t words = (pages_per_slot + 63) / 64;
+	uint64_t **b = calloc(slots, sizeof(*b));
+
+	for (unsigned s = 0; b && s < slots; s++) {
+		b[s] = malloc(words * sizeof(uint64_t));
+		if (!b[s]) {
+			bench_bitmaps_free(b, slots);
+			return NULL;
+		}
+		memset(b[s], 0xff, words * sizeof(uint64_t)); /* every page of it faulted in */
+	}
+	return b;
+}
+
+void bench_bitmaps_free(uint64_t **b, unsigned slots)
+{
+	for (unsigned s = 0; b && s < slots; s++)
+		free(b[s]);
+	free(b);
+}

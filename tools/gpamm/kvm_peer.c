@@ -517,17 +517,10 @@ int kvm_peer_dirty_log_perf(const struct bench_cfg *c, struct bench_run *r)
 		k.vcpu_fd[i] = -1;
 	k.run = calloc(c->vcpus, sizeof(*k.run));
 	k.verr = calloc(c->vcpus, sizeof(*k.verr));
-	k.bitmap = calloc(c->slots, sizeof(*k.bitmap));
+	k.bitmap = bench_bitmaps_alloc(c->slots, k.slot_pages);
 	if (!k.vcpu_fd || !k.run || !k.verr || !k.bitmap) {
 		ret = bench_run_fail(r, BENCH_SKIPPED, "KVM peer: out of memory");
 		goto out;
-	}
-	for (unsigned s = 0; s < c->slots; s++) {
-		k.bitmap[s] = calloc((k.slot_pages + 63) / 64, sizeof(uint64_t));
-		if (!k.bitmap[s]) {
-			ret = bench_run_fail(r, BENCH_SKIPPED, "KVM peer: out of memory");
-			goto out;
-		}
 	}
 	for (unsigned i = 0; i < c->vcpus; i++)
 		if ((ret = kp_vcpu_setup(&k, i)))
@@ -571,10 +564,7 @@ out:
 		close(k.vm);
 	if (k.kvm >= 0)
 		close(k.kvm);
-	if (k.bitmap)
-		for (unsigned s = 0; s < c->slots; s++)
-			free(k.bitmap[s]);
-	free(k.bitmap);
+	bench_bitmaps_free(k.bitmap, c->slots);
 	free(k.vcpu_fd);
 	free(k.run);
 	free(k.verr);
