@@ -56,4 +56,17 @@ static inline int bench_pin_here(cpu_set_t *saved)
 	return bench_pin_cpu(sched_getcpu(), saved);
 }
 
+/*
+ * A loop that must stay scalar (one store per element, as a guest does
+ * them), whichever compiler builds it: BK_SCALAR_FN on the function,
+ * BK_SCALAR_FOR in place of the loop's "for".
+ */
+#ifdef __clang__
+#define BK_SCALAR_FN  __attribute__((noinline))
+#define BK_SCALAR_FOR _Pragma("clang loop vectorize(disable) interleave(disable)") for
+#else
+#define BK_SCALAR_FN  __attribute__((noinline, optimize("no-tree-vectorize")))
+#define BK_SCALAR_FOR for
+#endif
+
 #endif

@@ -297,10 +297,9 @@ double bk_pgt_flush_range(struct bk_pgt *b)
 
 /* ---- the limit ---------------------------------------------------------------------- */
 
-static __attribute__((noinline, optimize("no-tree-vectorize"))) void
-clear_bit_scalar(uint64_t *w, uint64_t n)
+static BK_SCALAR_FN void clear_bit_scalar(uint64_t *w, uint64_t n)
 {
-	for (uint64_t i = 0; i < n; i++)
+	BK_SCALAR_FOR (uint64_t i = 0; i < n; i++)
 		w[i] &= ~GPAMM_PTE_DIRTY;
 	__asm__ volatile("" : : "r"(w) : "memory");
 }

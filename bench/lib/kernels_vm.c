@@ -38,11 +38,10 @@ double bk_populate(struct gpamm_vcpu *v, uint64_t gpa, uint64_t len)
 
 /* ---- TLB hits ------------------------------------------------------------------- */
 
-__attribute__((noinline, optimize("no-tree-vectorize")))
-void bk_native_stores(uint64_t *q, uint64_t words, uint64_t passes)
+BK_SCALAR_FN void bk_native_stores(uint64_t *q, uint64_t words, uint64_t passes)
 {
 	for (uint64_t p = 0; p < passes; p++) {
-		for (uint64_t k = 0; k < words; k++)
+		BK_SCALAR_FOR (uint64_t k = 0; k < words; k++)
 			q[k] = (k * 8) ^ (p << 48);
 		__asm__ __volatile__("" ::: "memory");
 	}
