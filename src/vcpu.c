@@ -140,85 +140,66 @@ static void vcpu_service_requests(struct gpamm_vcpu *v)
 /* ---- the emulated hardware walker --------------------------------------- */
 
 /*
- * Walk as the hardware does: every directory entry is followed (an empty
- * one leads to an invalid table, whose entries are empty), a HUGE directory
- * entry is a leaf. The leaf must be VALID, and DIRTY for a store. With PTW
- * emulation, a store to an entry with WRITE but not DIRTY sets DIRTY itself
- * (atomically) instead of faulting: the reason the "may be made writable"
- * marker must not be WRITE (REFERENCE.md §6.6).
- * Return: true and the entry and level, or false for a translation fault.
+ * The walker's descent for one layout, its shifts constants (so a walk
+ * keeps only the address, the table and the entry in registers): from the
+ * root, one entry per level, until the base level or a HUGE directory
+ * entry, which is a leaf. Every directory entry is followed (an empty one
+ * leads to an invalid table, whose entries are empty). With @read_leaf
+ * false the base-level entry is located but not read (a prefetch).
+ * Return: the leaf's address, its value in *@ep (0 when not read) and its
+ * level in *@levelp.
  */
-/*
- * The walker's descent: from the root, one entry per level, until the
- * last level or a huge leaf. @gpa must be inside the geometry's space.
- * Return: the leaf's address, its value in *@ep and its level in *@levelp.
- */
-static ALWAYS_INLINE gpamm_pte_t *hw_descend(const struct gpamm_vm *vm, uint64_t gpa,
-					     gpamm_pte_t *ep, unsigned *levelp)
+static ALWAYS_INLINE gpamm_pte_t *hw_descend_k(gpamm_pte_t *root, uint64_t gpa, unsigned ps,
+					       unsigned levels, bool read_leaf, gpamm_pte_t *ep,
+					       unsigned *levelp)
 {
-	const struct gpamm_geom *g = &vm->geom;
-	const uint64_t mask = g->entries - 1u;
-	const unsigned bits = g->bits_per_level, top = g->levels - 1u;
-	gpamm_pte_t *table = vm->pgt.root, *ptep, e;
-	unsigned level, shift = g->shift[top];
+	const unsigned bits = ps - 3;
+	const uint64_t mask = (1ULL << bits) - 1;
+	gpamm_pte_t *table = root, *ptep, e = 0;
+	unsigned level;
 
-	for (level = top;; level--, shift -= bits) {
-		ptep = &table[(gpa >> shift) & mask];
+	/* directory levels, then the base level */
+#pragma GCC unroll 4
+	for (level = levels - 1; level > 0; level--) {
+		ptep = &table[(gpa >> (ps + level * bits)) & mask];
 		e = pte_read_acquire(ptep);
-		if (level == 0 || (e & GPAMM_PTE_HUGE))
-			break;
+		if (e & GPAMM_PTE_HUGE)
+			goto leaf;
 		table = (gpamm_pte_t *)(uintptr_t)e;
 	}
+	ptep = &table[(gpa >> ps) & mask];
+	if (read_leaf)
+		e = pte_read_acquire(ptep);
+leaf:
 	*ep = e;
 	*levelp = level;
 	return ptep;
 }
 
-/*
- * The descent for one layout with its shifts as constants: the walk of a
- * refill keeps only the address, the table and the entry in registers.
- * Return: the base-level entry, or 0 (an entry no access can use) when
- * the walk ends at a huge leaf.
- */
-static ALWAYS_INLINE const gpamm_pte_t *hw_leaf_ptr_k(const gpamm_pte_t *root, uint64_t gpa,
-						       unsigned ps, unsigned levels)
+/* hw_descend_k() for the VM's layout (gpamm_geom_layouts[] order); @gpa inside the space. */
+static ALWAYS_INLINE gpamm_pte_t *hw_descend(const struct gpamm_vm *vm, uint64_t gpa,
+					     bool read_leaf, gpamm_pte_t *ep, unsigned *levelp)
 {
-	static const gpamm_pte_t none; /* 0: an entry no access can use */
-	const unsigned bits = ps - 3;
-	const uint64_t mask = (1ULL << bits) - 1;
-	const gpamm_pte_t *table = root;
-	gpamm_pte_t e;
-
-#pragma GCC unroll 4
-	for (unsigned level = levels - 1; level > 0; level--) {
-		e = pte_read_acquire(&table[(gpa >> (ps + level * bits)) & mask]);
-		if (e & GPAMM_PTE_HUGE)
-			return &none;
-		table = (const gpamm_pte_t *)(uintptr_t)e;
-	}
-	return &table[(gpa >> ps) & mask];
-}
-
-/* hw_leaf_ptr_k() for the VM's layout (gpamm_geom_layouts[] order). */
-static ALWAYS_INLINE const gpamm_pte_t *hw_leaf_ptr(const struct gpamm_vm *vm, uint64_t gpa)
-{
-	const gpamm_pte_t *root = vm->pgt.root;
+	gpamm_pte_t *root = vm->pgt.root;
 
 	switch (vm->layout) {
-	case 0: return hw_leaf_ptr_k(root, gpa, 12, 3);
-	case 1: return hw_leaf_ptr_k(root, gpa, 12, 4);
-	case 2: return hw_leaf_ptr_k(root, gpa, 14, 2);
-	case 3: return hw_leaf_ptr_k(root, gpa, 14, 3);
-	case 4: return hw_leaf_ptr_k(root, gpa, 16, 2);
-	default: return hw_leaf_ptr_k(root, gpa, 16, 3);
+	case 0: return hw_descend_k(root, gpa, 12, 3, read_leaf, ep, levelp);
+	case 1: return hw_descend_k(root, gpa, 12, 4, read_leaf, ep, levelp);
+	case 2: return hw_descend_k(root, gpa, 14, 2, read_leaf, ep, levelp);
+	case 3: return hw_descend_k(root, gpa, 14, 3, read_leaf, ep, levelp);
+	case 4: return hw_descend_k(root, gpa, 16, 2, read_leaf, ep, levelp);
+	default: return hw_descend_k(root, gpa, 16, 3, read_leaf, ep, levelp);
 	}
 }
 
-static ALWAYS_INLINE gpamm_pte_t hw_descend_base(const struct gpamm_vm *vm, uint64_t gpa)
-{
-	return pte_read_acquire(hw_leaf_ptr(vm, gpa));
-}
-
+/*
+ * Walk as the hardware does (hw_descend). The leaf must be VALID, and
+ * DIRTY for a store. With PTW emulation, a store to an entry with WRITE
+ * but not DIRTY sets DIRTY itself (atomically) instead of faulting: the
+ * reason the "may be made writable" marker must not be WRITE (REFERENCE.md
+ * §6.6).
+ * Return: true and the entry and level, or false for a translation fault.
+ */
 static bool hw_walk(struct gpamm_vm *vm, uint64_t gpa, bool write, gpamm_pte_t *out,
 		    unsigned *levelp)
 {
@@ -228,7 +209,7 @@ static bool hw_walk(struct gpamm_vm *vm, uint64_t gpa, bool write, gpamm_pte_t *
 	if (unlikely(gpa >> vm->geom.gpa_bits))
 		return false;
 again:
-	ptep = hw_descend(vm, gpa, &e, &level);
+	ptep = hw_descend(vm, gpa, true, &e, &level);
 	if (!(e & GPAMM_PTE_VALID))
 		return false;
 	if (write && !(e & GPAMM_PTE_DIRTY)) {
@@ -504,9 +485,15 @@ static ALWAYS_INLINE void wl_prefetch(const struct gpamm_vcpu *v, uint64_t gpa)
 {
 	const struct tlb *t = &v->tlb;
 
+	gpamm_pte_t e, *ptep;
+	unsigned level;
+
 	__builtin_prefetch(t->set[(gpa >> t->page_shift) & (TLB_SETS - 1)]);
-	if (likely(v->fast_refill && !(gpa >> v->vm->geom.gpa_bits)))
-		__builtin_prefetch(hw_leaf_ptr(v->vm, gpa));
+	if (likely(v->fast_refill && !(gpa >> v->vm->geom.gpa_bits))) {
+		ptep = hw_descend(v->vm, gpa, false, &e, &level);
+		if (!level)
+			__builtin_prefetch(ptep);
+	}
 }
 
 /* Add the misses a workload loop counted to the statistics. */
@@ -537,6 +524,7 @@ static ALWAYS_INLINE uint8_t *wl_refill(struct gpamm_vcpu *v, struct front *f, u
 	struct tlb *t = &v->tlb;
 	const struct tlb_entry *te;
 	gpamm_pte_t e;
+	unsigned level;
 	uint64_t tag, page;
 	uint8_t *hptr;
 
@@ -555,8 +543,9 @@ static ALWAYS_INLINE uint8_t *wl_refill(struct gpamm_vcpu *v, struct front *f, u
 	} else {
 		if (unlikely(gpa >> vm->geom.gpa_bits))
 			return NULL;
-		e = hw_descend_base(vm, gpa);
-		if (unlikely(!(e & GPAMM_PTE_VALID) || (write && !(e & GPAMM_PTE_DIRTY))))
+		hw_descend(vm, gpa, true, &e, &level);
+		if (unlikely(level || !(e & GPAMM_PTE_VALID) ||
+			     (write && !(e & GPAMM_PTE_DIRTY))))
 			return NULL;
 		hptr = (uint8_t *)(uintptr_t)((intptr_t)(gpamm_pte_pfn(e, vm->geom.page_shift)
 							  << vm->geom.page_shift) +
