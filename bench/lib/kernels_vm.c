@@ -65,19 +65,28 @@ static uint64_t tlb_misses(struct gpamm_vcpu *v)
 	return st.tlb_misses;
 }
 
+/* The guest side of a measurement: the run's time, accesses and TLB misses. */
+static int run_counted(struct gpamm_vcpu *v, struct gpamm_workload *w, struct bk_access *a)
+{
+	uint64_t m0 = tlb_misses(v);
+
+	a->guest_ns = bk_run_workload(v, w);
+	if (a->guest_ns < 0)
+		return -1;
+	a->tlb_misses = tlb_misses(v) - m0;
+	a->accesses = w->accesses;
+	return 0;
+}
+
 int bk_tlb_hit(struct gpamm_vcpu *v, uint64_t gpa, uint8_t *hva, uint64_t len,
 	       uint64_t passes, struct bk_access *a)
 {
 	struct gpamm_workload w = { .gpa = gpa, .size = len, .write_percent = 100,
 				    .passes = passes, .stride = 8 };
-	uint64_t m0 = tlb_misses(v);
 	double t0;
 
-	a->guest_ns = bk_run_workload(v, &w);
-	if (a->guest_ns < 0)
+	if (run_counted(v, &w, a))
 		return -1;
-	a->tlb_misses = tlb_misses(v) - m0;
-	a->accesses = w.accesses;
 	t0 = now_ns();
 	bk_native_stores((uint64_t *)hva, len / 8, passes);
 	a->native_ns = now_ns() - t0;
@@ -113,14 +122,10 @@ int bk_tlb_miss(struct gpamm_vcpu *v, uint64_t gpa, uint8_t *hva, uint64_t len,
 	struct gpamm_workload w = { .gpa = gpa, .size = len, .write_percent = 100,
 				    .passes = passes, .order = GPAMM_ORDER_RANDOM,
 				    .seed = seed };
-	uint64_t m0 = tlb_misses(v);
 	double t0;
 
-	a->guest_ns = bk_run_workload(v, &w);
-	if (a->guest_ns < 0)
+	if (run_counted(v, &w, a))
 		return -1;
-	a->tlb_misses = tlb_misses(v) - m0;
-	a->accesses = w.accesses;
 	t0 = now_ns();
 	bk_native_random_stores(hva, pages, page_shift, passes * pages, seed);
 	a->native_ns = now_ns() - t0;
