@@ -7,6 +7,9 @@
 #ifndef GPAMM_BENCH_COMMON_H
 #define GPAMM_BENCH_COMMON_H
 
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <time.h>
@@ -68,5 +71,21 @@ static inline int bench_pin_here(cpu_set_t *saved)
 #define BK_SCALAR_FN  __attribute__((noinline, optimize("no-tree-vectorize")))
 #define BK_SCALAR_FOR for
 #endif
+
+/* The options of a benchmark program: [--quick] [--json]. Return: 0, or -1 after usage on stderr. */
+static inline int bench_parse_quick_json(int argc, char **argv, bool *quick, bool *json)
+{
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--quick")) {
+			*quick = true;
+		} else if (!strcmp(argv[i], "--json")) {
+			*json = true;
+		} else {
+			fprintf(stderr, "usage: %s [--quick] [--json]\n", argv[0]);
+			return -1;
+		}
+	}
+	return 0;
+}
 
 #endif

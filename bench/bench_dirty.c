@@ -279,16 +279,8 @@ static void bench_one(unsigned ps)
 
 int main(int argc, char **argv)
 {
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--quick"))
-			quick = true;
-		else if (!strcmp(argv[i], "--json"))
-			json = true;
-		else {
-			fprintf(stderr, "usage: %s [--quick] [--json]\n", argv[0]);
-			return 2;
-		}
-	}
+	if (bench_parse_quick_json(argc, argv, &quick, &json))
+		return 2;
 	/* Single-threaded: one CPU, the one we start on (a VM's CPUs can differ 2x). */
 	int cpu = bench_pin_here(NULL);
 

@@ -357,16 +357,8 @@ static void bench_flush(void)
 
 int main(int argc, char **argv)
 {
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--quick"))
-			quick = true;
-		else if (!strcmp(argv[i], "--json"))
-			json = true;
-		else {
-			fprintf(stderr, "usage: %s [--quick] [--json]\n", argv[0]);
-			return 2;
-		}
-	}
+	if (bench_parse_quick_json(argc, argv, &quick, &json))
+		return 2;
 	if (quick)
 		reps = 3;
 	/* One CPU for the single-threaded parts: a VM's CPUs can differ 2x. */
