@@ -110,10 +110,12 @@ static enum fault_result fault_slow(struct gpamm_vcpu *vcpu, uint64_t gpa, bool 
 
 	for (tries = 0;; tries++) {
 		seq = atomic_load_explicit(&vm->mmu_invalidate_seq, memory_order_acquire);
+		vm_pause_point(vcpu, GPAMM_PAUSE_FAULT_SEQ, gpa);
 		r = host->ops->get_page(host, hva, write, &hp);
 		if (r)
 			goto memfault;
 		atomic_fetch_add_explicit(&vm->st_pinned, 1, memory_order_relaxed);
+		vm_pause_point(vcpu, GPAMM_PAUSE_FAULT_PINNED, gpa);
 		mmu_lock(vm);
 		if (!fault_must_retry(vm, seq, hva))
 			break;
@@ -124,6 +126,7 @@ static enum fault_result fault_slow(struct gpamm_vcpu *vcpu, uint64_t gpa, bool 
 		if (tries % 100 == 99)
 			sched_yield();
 	}
+	vm_pause_point(vcpu, GPAMM_PAUSE_FAULT_INSTALL, gpa);
 
 	prot = GPAMM_PTE_PRESENT | GPAMM_PTE_VALID |
 	       ((hp.flags & GPAMM_HOST_PAGE_UNCACHED) ? GPAMM_PTE_MAT_SUC : GPAMM_PTE_MAT_CC);
@@ -184,7 +187,7 @@ void gpamm_mmu_flush_gfn_range(struct gpamm_vm *vm, uint64_t gfn, uint64_t npage
 		n = gpamm_pgt_flush_range(&vm->pgt, gfn << ps, (gfn + npages) << ps, &fl);
 	else
 		n = gpamm_pgt_unmap_range(&vm->pgt, gfn << ps, (gfn + npages) << ps);
-	if (n || fl.nr)
+	if ((n || fl.nr) && !(vm->inject & GPAMM_INJECT_SKIP_SLOT_FLUSH))
 		gpamm_flush_remote_tlbs(vm);
 	mmu_unlock(vm);
 	gpamm_pgt_free_deferred(&vm->pgt, &fl);

@@ -76,13 +76,13 @@ err_free:
 	return r;
 }
 
-void gpamm_vm_destroy(struct gpamm_vm *vm)
+int gpamm_vm_destroy(struct gpamm_vm *vm)
 {
 	struct gpamm_pgt_freelist fl = { 0 };
 	uint64_t leaked;
 
 	if (!vm)
-		return;
+		return 0;
 	gpamm_mmu_notifier_detach(vm);
 	/* No vCPU runs any more, so no TLB can hold a translation. */
 	for (unsigned i = 0; i < atomic_load(&vm->nr_vcpus); i++)
@@ -102,6 +102,7 @@ void gpamm_vm_destroy(struct gpamm_vm *vm)
 	free(vm->vcpus);
 	free(vm);
 	atomic_fetch_sub(&gpamm_live_vms, 1);
+	return 0;
 }
 
 const struct gpamm_geom *gpamm_vm_geom(const struct gpamm_vm *vm)
@@ -151,4 +152,42 @@ void gpamm_live_objects(struct gpamm_live *l)
 	l->vcpus = atomic_load(&gpamm_live_vcpus);
 	l->tpools = atomic_load(&gpamm_live_tpools);
 	l->threads = atomic_load(&gpamm_live_threads);
+}
+
+int gpamm_vm_translate(struct gpamm_vm *vm, uint64_t gpa, gpamm_pte_t *pte, unsigned *level)
+{
+	gpamm_pte_t e;
+	unsigned lv = 0;
+
+	if (!vm || gpa >= gpamm_geom_space(&vm->geom))
+		return -EINVAL;
+	pthread_mutex_lock(&vm->mmu_lock);
+	e = gpamm_pgt_lookup(&vm->pgt, gpa, &lv);
+	pthread_mutex_unlock(&vm->mmu_lock);
+	if (!gpamm_pte_present(e))
+		return -ENOENT;
+	if (pte)
+		*pte = e;
+	if (level)
+		*level = lv;
+	return 0;
+}
+
+/* ---- race and fault injection (gpamm/inject.h) --------------------------- */
+
+int gpamm_vm_set_pause_hook(struct gpamm_vm *vm, gpamm_pause_fn fn, void *arg)
+{
+	if (!vm)
+		return -EINVAL;
+	vm->pause_arg = arg;
+	__atomic_store_n(&vm->pause_fn, fn, __ATOMIC_RELEASE);
+	return 0;
+}
+
+int gpamm_vm_inject(struct gpamm_vm *vm, unsigned flags)
+{
+	if (!vm || (flags & ~GPAMM_INJECT_SKIP_SLOT_FLUSH))
+		return -EINVAL;
+	vm->inject = flags;
+	return 0;
 }

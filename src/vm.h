@@ -12,6 +12,7 @@
 #include <ucontext.h>
 
 #include "gpamm/gpamm.h"
+#include "gpamm/inject.h"
 #include "gpamm/pgtable.h"
 #include "util.h"
 
@@ -193,6 +194,11 @@ struct gpamm_vm {
 	_Atomic uint64_t st_remote_flushes, st_pinned;
 	bool notifier_registered;
 
+	/* race and fault injection (gpamm/inject.h); NULL and 0 in production */
+	gpamm_pause_fn pause_fn;
+	void *pause_arg;
+	unsigned inject;
+
 	/* dirty logging: set before use, read by faults */
 	unsigned dirty_log_flags;    /* GPAMM_DIRTY_LOG_* */
 	uint32_t dirty_ring_size;    /* 0: bitmap mode */
@@ -343,6 +349,16 @@ static ALWAYS_INLINE uint8_t *tlb_lookup(struct tlb *t, uint64_t gpa, bool write
 
 /* vcpu.c */
 void gpamm_vcpu_free(struct gpamm_vcpu *vcpu);
+
+/* A named pause point (gpamm/inject.h): one not-taken branch without a hook. */
+static ALWAYS_INLINE void vm_pause_point(struct gpamm_vcpu *vcpu, enum gpamm_pause_point pp,
+					 uint64_t gpa)
+{
+	struct gpamm_vm *vm = vcpu->vm;
+
+	if (unlikely(vm->pause_fn != NULL))
+		vm->pause_fn(vm->pause_arg, pp, vcpu, gpa);
+}
 
 /* vm.c: process-wide accounting */
 extern _Atomic uint64_t gpamm_live_vms, gpamm_live_vcpus, gpamm_live_tpools, gpamm_live_threads;

@@ -54,9 +54,18 @@ int gpamm_vm_create(const struct gpamm_vm_config *cfg, struct gpamm_vm **out);
  * gpamm_vm_destroy() - remove every translation, release every pin and
  * table page, free every vCPU. No vCPU may be running.
  * Context: any thread; may sleep.
+ * Return: 0 (also for a NULL @vm).
  */
-void gpamm_vm_destroy(struct gpamm_vm *vm);
+int gpamm_vm_destroy(struct gpamm_vm *vm);
 const struct gpamm_geom *gpamm_vm_geom(const struct gpamm_vm *vm);
+/**
+ * gpamm_vm_translate() - the leaf entry that maps @gpa now, and its level
+ * (0 for a base page; either out pointer may be NULL).
+ * Context: any thread; takes the MMU lock.
+ * Return: 0, -ENOENT (no present entry maps @gpa), -EINVAL (no VM, @gpa
+ * beyond the GPA space).
+ */
+int gpamm_vm_translate(struct gpamm_vm *vm, uint64_t gpa, gpamm_pte_t *pte, unsigned *level);
 struct gpamm_host *gpamm_vm_host(const struct gpamm_vm *vm);
 
 /* ---- memslots (KVM_SET_USER_MEMORY_REGION) ------------------------------ */
