@@ -29,14 +29,21 @@ int gpamm_vm_enable_manual_dirty_log_protect(struct gpamm_vm *vm, unsigned flags
 	return 0;
 }
 
-/* The logging slot @id, or an errno. Context: slots_lock held. */
-static int log_slot(struct gpamm_vm *vm, uint32_t id, struct gpamm_memslot **out)
+/*
+ * The logging slot @id, or an errno, checked in KVM's order: ring mode,
+ * the slot id, (for CLEAR) the first page's alignment, then the slot.
+ * Context: slots_lock held.
+ */
+static int log_slot(struct gpamm_vm *vm, uint32_t id, uint64_t first_page,
+		    struct gpamm_memslot **out)
 {
 	struct gpamm_memslot *s;
 
+	if (vm_is_dead(vm))
+		return -EIO;
 	if (vm->dirty_ring_size)
 		return -ENXIO;
-	if (id >= GPAMM_USER_MEM_SLOTS)
+	if (id >= GPAMM_USER_MEM_SLOTS || (first_page & 63))
 		return -EINVAL;
 	s = vm->by_id[id];
 	if (!s || !s->dirty_bitmap)
@@ -64,6 +71,7 @@ struct wp_batch {
 	const struct gpamm_memslot *s;
 	uint64_t run_first, run_words; /* pending run of full words */
 	uint64_t changed;
+	bool cleared;                  /* a reported bit was cleared */
 };
 
 static void wp_flush_run(struct wp_batch *b)
@@ -77,16 +85,24 @@ static void wp_flush_run(struct wp_batch *b)
 	b->run_words = 0;
 }
 
-/* The last run, then the remote flush if anything was protected. Context: MMU lock. */
+/*
+ * The last run, then the remote flush: whenever a reported bit was
+ * cleared, as KVM does, not only when an entry changed. Skipping it when
+ * no entry was dirty would be correct only if no path could ever leave a
+ * TLB entry writable behind a clean leaf; the flush makes the dirty log
+ * independent of that (docs/dirty-log.md, "When the dirty log flushes").
+ * Context: MMU lock.
+ */
 static void wp_finish(struct wp_batch *b)
 {
 	wp_flush_run(b);
-	if (b->changed)
+	if (b->cleared || b->changed)
 		gpamm_flush_remote_tlbs(b->vm);
 }
 
 static void wp_word(struct wp_batch *b, uint64_t w, uint64_t mask)
 {
+	b->cleared |= mask != 0;
 	if (!~mask) {
 		if (b->run_words && b->run_first + b->run_words == w) {
 			b->run_words++;
@@ -111,7 +127,7 @@ int gpamm_vm_get_dirty_log(struct gpamm_vm *vm, uint32_t id, uint64_t *bitmap)
 	if (!vm || !bitmap)
 		return -EINVAL;
 	pthread_mutex_lock(&vm->slots_lock);
-	ret = log_slot(vm, id, &s);
+	ret = log_slot(vm, id, 0, &s);
 	if (ret)
 		goto out;
 	words = (s->npages + 63) / 64;
@@ -151,10 +167,10 @@ int gpamm_vm_clear_dirty_log(struct gpamm_vm *vm, uint32_t id, uint64_t first_pa
 	if (!vm || !bitmap)
 		return -EINVAL;
 	pthread_mutex_lock(&vm->slots_lock);
-	ret = log_slot(vm, id, &s);
+	ret = log_slot(vm, id, first_page, &s);
 	if (ret)
 		goto out;
-	if ((first_page & 63) || first_page > s->npages || num_pages > s->npages - first_page ||
+	if (first_page > s->npages || num_pages > s->npages - first_page ||
 	    (num_pages < s->npages - first_page && (num_pages & 63))) {
 		ret = -EINVAL;
 		goto out;
@@ -186,17 +202,21 @@ int gpamm_vm_enable_dirty_ring(struct gpamm_vm *vm, uint32_t entries)
 	struct gpamm_memslots *set;
 	int ret = 0;
 
-	if (!vm || entries < 2 * GPAMM_DIRTY_RING_RSVD || entries > 65536 ||
-	    (entries & (entries - 1)))
+	/* KVM's order and errnos: the size first (too large: -E2BIG), then
+	 * the state (a ring already set, vCPUs created: -EINVAL) */
+	if (!vm || !entries || (entries & (entries - 1)) || entries < 2 * GPAMM_DIRTY_RING_RSVD)
 		return -EINVAL;
+	if (entries > GPAMM_DIRTY_RING_MAX_ENTRIES)
+		return -E2BIG;
 	pthread_mutex_lock(&vm->slots_lock);
 	pthread_mutex_lock(&vm->vcpus_lock);
 	set = atomic_load(&vm->slots);
 	if (vm->dirty_ring_size || atomic_load(&vm->nr_vcpus))
-		ret = -EBUSY;
+		ret = -EINVAL;
+	/* a slot that logs into a bitmap cannot switch to rings under way */
 	for (uint32_t i = 0; !ret && i < set->nr; i++)
 		if (set->by_gfn[i]->dirty_bitmap)
-			ret = -EBUSY;
+			ret = -EINVAL;
 	if (!ret)
 		vm->dirty_ring_size = entries;
 	pthread_mutex_unlock(&vm->vcpus_lock);
@@ -283,16 +303,17 @@ int64_t gpamm_vm_reset_dirty_rings(struct gpamm_vm *vm)
 {
 	uint64_t n = 0, changed = 0;
 
-	if (!vm)
-		return -EINVAL;
-	if (!vm->dirty_ring_size)
-		return -ENXIO;
+	if (!vm || !vm->dirty_ring_size)
+		return -EINVAL; /* KVM: no ring, -EINVAL */
+	if (vm_is_dead(vm))
+		return -EIO;
 	pthread_mutex_lock(&vm->slots_lock);
 	pthread_mutex_lock(&vm->dirty_lock);
 	pthread_mutex_lock(&vm->mmu_lock);
 	for (unsigned i = 0; i < atomic_load(&vm->nr_vcpus); i++)
 		n += ring_reset(vm, &vm->vcpus[i]->ring, &changed);
-	if (changed)
+	/* as KVM: flush whenever an entry was reset (see wp_finish) */
+	if (n || changed)
 		gpamm_flush_remote_tlbs(vm);
 	pthread_mutex_unlock(&vm->mmu_lock);
 	pthread_mutex_unlock(&vm->dirty_lock);
@@ -318,11 +339,20 @@ int64_t gpamm_vm_mark_idle(struct gpamm_vm *vm, uint64_t gpa, uint64_t size)
 
 	if (!vm || check_range(vm, gpa, size))
 		return -EINVAL;
+	if (vm_is_dead(vm))
+		return -EIO;
 	pthread_mutex_lock(&vm->mmu_lock);
 	n = gpamm_pgt_mkold_range(&vm->pgt, gpa, gpa + size);
-	/* a TLB entry would let accesses through without making the page young */
-	if (n)
+	/*
+	 * A TLB entry would let accesses through without making the page
+	 * young: flush if this made an entry old, or if the host aged entries
+	 * without a flush since the last flush of this kind (clear_young),
+	 * which left TLB entries behind old leaves.
+	 */
+	if (n || vm->aged_unflushed) {
+		vm->aged_unflushed = false;
 		gpamm_flush_remote_tlbs(vm);
+	}
 	pthread_mutex_unlock(&vm->mmu_lock);
 	return (int64_t)n;
 }
@@ -360,6 +390,8 @@ int64_t gpamm_vm_test_young(struct gpamm_vm *vm, uint64_t gpa, uint64_t size, ui
 
 	if (!vm || check_range(vm, gpa, size))
 		return -EINVAL;
+	if (vm_is_dead(vm))
+		return -EIO;
 	d.page_shift = vm->geom.page_shift;
 	if (bitmap)
 		memset(bitmap, 0, ((size >> d.page_shift) + 63) / 64 * sizeof(uint64_t));

@@ -32,6 +32,8 @@ int gpamm_memslots_init(struct gpamm_vm *vm)
 	}
 	atomic_store(&vm->slots, set);
 	vm->slots_locked = set;
+	/* checking mode keeps the last completed set too (hva_legal) */
+	atomic_store(&vm->slots_done, vm->host->checking ? set : NULL);
 	pthread_mutex_init(&vm->slots_lock, NULL);
 	return 0;
 }
@@ -39,7 +41,10 @@ int gpamm_memslots_init(struct gpamm_vm *vm)
 void gpamm_memslots_destroy(struct gpamm_vm *vm)
 {
 	struct gpamm_memslots *set = atomic_load(&vm->slots);
+	struct gpamm_memslots *done = atomic_load(&vm->slots_done);
 
+	if (done != set)
+		free(done);
 	for (uint32_t i = 0; set && i < set->nr; i++) {
 		free(set->by_gfn[i]->bitmap_mem);
 		free(set->by_gfn[i]);
@@ -82,6 +87,23 @@ struct gpamm_memslot *gpamm_memslot_lookup(struct gpamm_memslots *set, uint64_t 
 	if (gfn >= (e & ~MEMSLOT_END_INVALID) || (!any && (e & MEMSLOT_END_INVALID)))
 		return NULL;
 	return set->by_gfn[first];
+}
+
+bool gpamm_memslot_hva_legal(struct gpamm_vm *vm, uint64_t gpa, uint64_t hva)
+{
+	const unsigned ps = vm->geom.page_shift;
+	struct gpamm_memslots *sets[2] = {
+		atomic_load_explicit(&vm->slots_done, memory_order_consume),
+		atomic_load_explicit(&vm->slots, memory_order_consume),
+	};
+
+	for (unsigned i = 0; i < 2; i++) {
+		struct gpamm_memslot *s = sets[i] ? gpamm_memslot_lookup(sets[i], gpa >> ps, true) : NULL;
+
+		if (s && memslot_gfn_to_hva(s, gpa >> ps, ps) == (hva & ~(vm->geom.page_size - 1)))
+			return true;
+	}
+	return false;
 }
 
 void gpamm_mark_page_dirty(struct gpamm_vcpu *vcpu, struct gpamm_memslot *slot, uint64_t gfn)
@@ -163,7 +185,25 @@ static void publish(struct gpamm_vm *vm, struct gpamm_memslots *set)
 	pthread_mutex_unlock(&vm->mmu_lock);
 	atomic_store_explicit(&vm->slots, set, memory_order_release);
 	urcu_bp_synchronize_rcu(); /* every fault that could see @old has finished */
-	free(old);
+	if (old != atomic_load(&vm->slots_done))
+		free(old);
+}
+
+/*
+ * Checking mode: the change has returned, so the current set is now the
+ * last completed one; translations only the previous one allowed (of a
+ * deleted or moved slot) are stale from here on. Context: slots_lock.
+ */
+static void complete(struct gpamm_vm *vm)
+{
+	struct gpamm_memslots *prev = atomic_load(&vm->slots_done);
+	struct gpamm_memslots *cur = atomic_load(&vm->slots);
+
+	if (!prev || prev == cur)
+		return;
+	atomic_store_explicit(&vm->slots_done, cur, memory_order_release);
+	urcu_bp_synchronize_rcu(); /* no checker still reads @prev */
+	free(prev);
 }
 
 static bool overlaps(const struct gpamm_memslots *set, uint32_t id, uint64_t base,
@@ -224,6 +264,10 @@ int gpamm_vm_set_memory_region(struct gpamm_vm *vm,
 		return -EINVAL;
 	npages = r->memory_size >> ps;
 	base_gfn = r->guest_phys_addr >> ps;
+	if (npages > GPAMM_MEM_MAX_NR_PAGES)
+		return -EINVAL;
+	if (vm_is_dead(vm))
+		return -EIO;
 
 	pthread_mutex_lock(&vm->slots_lock);
 	cur = atomic_load(&vm->slots);
@@ -254,6 +298,7 @@ int gpamm_vm_set_memory_region(struct gpamm_vm *vm,
 		gpamm_mmu_flush_gfn_range(vm, old->base_gfn, old->npages, true);
 		publish(vm, fin);
 		vm->by_id[r->slot] = NULL;
+		complete(vm); /* before the slot is freed: the completed set has it */
 		free(inval);
 		free(old->bitmap_mem);
 		free(old);
@@ -349,6 +394,7 @@ int gpamm_vm_set_memory_region(struct gpamm_vm *vm,
 			gpamm_mmu_flush_gfn_range(vm, old->base_gfn, old->npages, true);
 			publish(vm, fin);
 		}
+		complete(vm);
 		free(inval);
 		free(old);
 	} else {
@@ -364,9 +410,11 @@ int gpamm_vm_set_memory_region(struct gpamm_vm *vm,
 		if (log_on && !(new->flags & GPAMM_MEM_READONLY) &&
 		    !(new->dirty_bitmap && (vm->dirty_log_flags & GPAMM_DIRTY_LOG_INITIALLY_SET)))
 			gpamm_mmu_wrprotect_gfn_range(vm, new->base_gfn, new->npages);
+		complete(vm);
 		free(old);
 	}
 	vm->by_id[r->slot] = new;
+	complete(vm);
 	goto out;
 
 nomem:

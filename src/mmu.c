@@ -63,12 +63,64 @@ static bool fault_fast(struct gpamm_vcpu *vcpu, uint64_t gpa, bool write)
 	return r >= 0;
 }
 
-/* Must a fault that sampled @seq before pinning the page at @hva start over? */
+/*
+ * The pages an HVA byte range [start, end) touches, as the page-aligned
+ * range [*ps, *pe): the one rule for both sides of an invalidation, the
+ * unmap and the fault's retry check.
+ */
+static inline void hva_pages(const struct gpamm_vm *vm, uint64_t start, uint64_t end,
+			     uint64_t *ps, uint64_t *pe)
+{
+	const uint64_t pmask = vm->geom.page_size - 1;
+
+	*ps = start & ~pmask;
+	*pe = end > UINT64_MAX - pmask ? UINT64_MAX & ~pmask : (end + pmask) & ~pmask;
+}
+
+/*
+ * Must a fault that sampled @seq before pinning the page at @hva (page
+ * aligned) start over? Yes while an invalidation of that page is in
+ * progress, or when one ended since the sample. Context: MMU lock.
+ */
 static bool fault_must_retry(struct gpamm_vm *vm, uint64_t seq, uint64_t hva)
 {
 	if (vm->mmu_invalidate_in_progress && hva >= vm->inv_hva_start && hva < vm->inv_hva_end)
 		return true;
 	return atomic_load_explicit(&vm->mmu_invalidate_seq, memory_order_relaxed) != seq;
+}
+
+/*
+ * Install the entry a slow fault computed, @want, at the page of @gpa.
+ * The page may have been mapped by another vCPU since this fault looked:
+ * then the entry is never downgraded (a write fault may have made it dirty
+ * and logged it, and that vCPU's TLB may cache it writable): only the bits
+ * this fault adds are set, atomically (a walker with PTW may set DIRTY
+ * meanwhile). Another page there (which the retry check rules out) is
+ * replaced, with a remote flush before the lock is dropped.
+ * Context: MMU lock held, retry check passed.
+ * Return: the entry the page is mapped with now; *@old the one before (0: none).
+ */
+static gpamm_pte_t fault_install(struct gpamm_vcpu *vcpu, uint64_t gpa, gpamm_pte_t want,
+				 gpamm_pte_t *oldp)
+{
+	struct gpamm_vm *vm = vcpu->vm;
+	const unsigned ps = vm->geom.page_shift;
+	gpamm_pte_t old, now;
+	unsigned level;
+	int r;
+
+	old = gpamm_pgt_lookup(&vm->pgt, gpa, &level);
+	*oldp = old;
+	if (old && level == 0 && gpamm_pte_pfn(old, ps) == gpamm_pte_pfn(want, ps)) {
+		r = gpamm_pgt_update_leaf(&vm->pgt, gpa, want & ~old, 0, NULL, &now);
+		GPAMM_BUG_ON(r < 0);
+		return now;
+	}
+	r = gpamm_pgt_map(&vm->pgt, gpa, 0, want, &vcpu->mc);
+	GPAMM_BUG_ON(r < 0);
+	if (old)
+		gpamm_flush_remote_tlbs(vm); /* a different page: a removal */
+	return want;
 }
 
 static enum fault_result fault_slow(struct gpamm_vcpu *vcpu, uint64_t gpa, bool write)
@@ -81,7 +133,7 @@ static enum fault_result fault_slow(struct gpamm_vcpu *vcpu, uint64_t gpa, bool 
 	struct gpamm_host_page hp;
 	struct gpamm_memslot *slot;
 	bool slot_writable, logging;
-	gpamm_pte_t prot;
+	gpamm_pte_t prot, old, now;
 	uint64_t hva, seq;
 	unsigned tries;
 	int r;
@@ -126,6 +178,14 @@ static enum fault_result fault_slow(struct gpamm_vcpu *vcpu, uint64_t gpa, bool 
 		if (tries % 100 == 99)
 			sched_yield();
 	}
+	if (unlikely(vm_is_dead(vm))) {
+		/* The address space went away (release): nothing is mapped again. */
+		mmu_unlock(vm);
+		host->ops->put_page(host, hp.pfn, false, false);
+		atomic_fetch_sub_explicit(&vm->st_pinned, 1, memory_order_relaxed);
+		r = -EFAULT;
+		goto memfault;
+	}
 	vm_pause_point(vcpu, GPAMM_PAUSE_FAULT_INSTALL, gpa);
 
 	prot = GPAMM_PTE_PRESENT | GPAMM_PTE_VALID |
@@ -137,14 +197,15 @@ static enum fault_result fault_slow(struct gpamm_vcpu *vcpu, uint64_t gpa, bool 
 		if (write || !logging)
 			prot |= GPAMM_PTE_WRITEABLE;
 	}
-	r = gpamm_pgt_map(&vm->pgt, gpa & ~(vm->geom.page_size - 1), 0,
-			  gpamm_pte_mk(hp.pfn, ps, prot), &vcpu->mc);
-	GPAMM_BUG_ON(r < 0);
-	if (write && logging)
+	now = fault_install(vcpu, gpa & ~(vm->geom.page_size - 1),
+			    gpamm_pte_mk(hp.pfn, ps, prot), &old);
+	/* Logged when this fault made the page dirty (an entry that was
+	 * dirty already was logged by the fault that made it so). */
+	if (logging && gpamm_pte_dirty(now) && !gpamm_pte_dirty(old))
 		gpamm_mark_page_dirty(vcpu, slot, gfn);
 	mmu_unlock(vm);
 	/* Accessed/dirty are set while the pin is still held. */
-	host->ops->put_page(host, hp.pfn, true, prot & GPAMM_PTE_DIRTY);
+	host->ops->put_page(host, hp.pfn, true, gpamm_pte_dirty(now));
 	atomic_fetch_sub_explicit(&vm->st_pinned, 1, memory_order_relaxed);
 	goto out_rcu;
 
@@ -215,6 +276,7 @@ enum hva_op { HVA_UNMAP, HVA_MKOLD, HVA_TEST_YOUNG };
 static uint64_t for_each_hva_range(struct gpamm_vm *vm, uint64_t start, uint64_t end,
 				   enum hva_op op)
 {
+	hva_pages(vm, start, end, &start, &end);
 	struct gpamm_memslots *set = vm->slots_locked;
 	const unsigned ps = vm->geom.page_shift;
 	uint64_t n = 0;
@@ -226,9 +288,9 @@ static uint64_t for_each_hva_range(struct gpamm_vm *vm, uint64_t start, uint64_t
 
 		if (lo >= hi)
 			continue;
-		/* [gs, ge): every GFN whose page overlaps [lo, hi); exclusive end */
+		/* [gs, ge): the slot's GFNs of the pages [lo, hi) (page aligned) */
 		gs = s->base_gfn + ((lo - ua) >> ps);
-		ge = s->base_gfn + ((hi - ua + (1ULL << ps) - 1) >> ps);
+		ge = s->base_gfn + ((hi - ua) >> ps);
 		switch (op) {
 		case HVA_UNMAP:
 			n += gpamm_pgt_unmap_range(&vm->pgt, gs << ps, ge << ps);
@@ -249,6 +311,8 @@ static void mn_invalidate_range_start(void *mn, uint64_t start, uint64_t end)
 {
 	struct gpamm_vm *vm = mn;
 
+	/* Faults retry on the same pages this unmaps: whole pages, end exclusive. */
+	hva_pages(vm, start, end, &start, &end);
 	mmu_lock(vm);
 	if (vm->mmu_invalidate_in_progress++ == 0) {
 		vm->inv_hva_start = start;
@@ -284,6 +348,11 @@ static bool mn_age(struct gpamm_vm *vm, uint64_t start, uint64_t end, enum hva_o
 	n = for_each_hva_range(vm, start, end, op);
 	if (n && flush)
 		gpamm_flush_remote_tlbs(vm);
+	else if (n && op == HVA_MKOLD)
+		/* Old entries behind TLB entries that still let accesses through
+		 * without a fault: the host accepts that (as Linux does for
+		 * clear_young); gpamm_vm_mark_idle() does not. */
+		vm->aged_unflushed = true;
 	mmu_unlock(vm);
 	return n != 0;
 }
@@ -303,13 +372,21 @@ static bool mn_test_young(void *mn, uint64_t start, uint64_t end)
 	return mn_age(mn, start, end, HVA_TEST_YOUNG, false);
 }
 
-/* The address space is going away: flush everything, under the lock (§6.9). */
+/*
+ * The address space is going away: flush everything, under the lock
+ * (§6.9), and mark the VM dead, so that no fault maps anything again and
+ * the VMM calls fail with -EIO. The registration stays until the VM is
+ * destroyed (the host lives as long as a VM holds it, gpamm_host_hold()).
+ */
 static void mn_release(void *mn)
 {
 	struct gpamm_vm *vm = mn;
 	struct gpamm_pgt_freelist fl = { 0 };
 
 	mmu_lock(vm);
+	__atomic_store_n(&vm->dead, true, __ATOMIC_RELEASE);
+	/* a fault that pinned a page before this retries, and then sees dead */
+	atomic_fetch_add_explicit(&vm->mmu_invalidate_seq, 1, memory_order_release);
 	gpamm_pgt_flush_range(&vm->pgt, 0, UINT64_MAX, &fl);
 	gpamm_flush_remote_tlbs(vm);
 	mmu_unlock(vm);

@@ -163,5 +163,8 @@ void gpamm_flush_remote_tlbs(struct gpamm_vm *vm)
 
 void gpamm_vm_flush_remote_tlbs(struct gpamm_vm *vm)
 {
+	struct gpamm_vcpu *g = gpamm_guest_call_begin();
+
 	gpamm_flush_remote_tlbs(vm);
+	gpamm_guest_call_end(g);
 }

@@ -130,10 +130,14 @@ static void vcpu_service_requests(struct gpamm_vcpu *v)
 		atomic_fetch_and(&v->requests, ~REQ_EXIT);
 		vcpu_exit(v, GPAMM_EXIT_REQUEST);
 	}
-	if (r & REQ_RING_FULL) {
+	/* read again: an exit above may have lasted while the VMM reset the ring */
+	if (atomic_load(&v->requests) & REQ_RING_FULL) {
 		atomic_fetch_and(&v->requests, ~REQ_RING_FULL);
-		/* no guest entry until the VMM has reset the ring (see run) */
-		vcpu_exit(v, GPAMM_EXIT_DIRTY_RING_FULL);
+		/* Only if still soft-full (KVM checks again too): the VMM may have
+		 * harvested and reset the ring since the push that asked for it.
+		 * No guest entry until the VMM has reset it (see run). */
+		if (gpamm_dirty_ring_soft_full(v))
+			vcpu_exit(v, GPAMM_EXIT_DIRTY_RING_FULL);
 	}
 }
 
@@ -226,9 +230,8 @@ again:
 
 /* ---- translation ----------------------------------------------------------- */
 
-enum xlate_exit { XL_OK = 0, XL_RETRY, XL_MMIO, XL_MEMORY };
-
-static uint8_t stale_sink[8];
+/* XL_STALE: checking mode found the translation stale; the access is dropped */
+enum xlate_exit { XL_OK = 0, XL_RETRY, XL_MMIO, XL_MEMORY, XL_STALE };
 
 /* Checking mode: the HVA a GFN is expected at (INVALID slots count: their
  * translations live until the delete has flushed them). */
@@ -247,14 +250,31 @@ static uint64_t expected_hva(struct gpamm_vm *vm, uint64_t gpa)
 	return hva;
 }
 
-/* Checking mode: verify with the host, or hand back a sink (reported, never used). */
-static uint8_t *check_stale(struct gpamm_vcpu *v, uint8_t *p, uint64_t pfn, uint64_t hva,
-			    bool write)
+/*
+ * Checking mode: verify the translation the access would use with the
+ * host (the page is live and still what maps @hva) and, for a TLB hit
+ * (@hit), the GPA -> HVA part against the memslots (a translation that
+ * outlived its slot: a missed DELETE/MOVE flush). A stale access is
+ * counted and dropped: NULL with *@ex = XL_STALE.
+ */
+static uint8_t *check_stale(struct gpamm_vcpu *v, uint8_t *p, uint64_t gpa, uint64_t pfn,
+			    uint64_t hva, bool write, bool hit, enum xlate_exit *ex)
 {
-	struct gpamm_host *host = v->vm->host;
+	struct gpamm_vm *vm = v->vm;
+	struct gpamm_host *host = vm->host;
+	bool legal = true;
 
-	if (host->ops->check_access(host, hva, pfn, write) < 0)
-		return stale_sink;
+	if (hit) {
+		urcu_bp_read_lock();
+		legal = gpamm_memslot_hva_legal(vm, gpa, hva);
+		urcu_bp_read_unlock();
+		if (!legal)
+			atomic_fetch_add_explicit(&vm->st_stale_slot, 1, memory_order_relaxed);
+	}
+	if (!legal || host->ops->check_access(host, hva, pfn, write) < 0) {
+		*ex = XL_STALE;
+		return NULL;
+	}
 	return p;
 }
 
@@ -287,7 +307,7 @@ static __attribute__((noinline)) uint8_t *xlate_checked(struct gpamm_vcpu *v, ui
 	uint8_t *p = tlb_lookup_slow(&v->tlb, gpa, write, &pfn, &hva);
 
 	if (p)
-		return check_stale(v, p, pfn, hva, write);
+		return check_stale(v, p, gpa, pfn, hva, write, true, ex);
 	vstat_inc(&v->st_tlb_misses);
 	if (!hw_walk(vm, gpa, write, &e, &level))
 		return xlate_fault(v, gpa, write, ex);
@@ -298,7 +318,7 @@ static __attribute__((noinline)) uint8_t *xlate_checked(struct gpamm_vcpu *v, ui
 	p = gpamm_tlb_fill(&v->tlb, gpa, shift, gpamm_host_page_ptr(vm->host, pfn), pfn, hva,
 			   e & GPAMM_PTE_DIRTY);
 	base = (gpa - base) & ~((1ULL << ps) - 1);
-	return check_stale(v, p, pfn + (base >> ps), hva + base, write);
+	return check_stale(v, p, gpa, pfn + (base >> ps), hva + base, write, false, ex);
 }
 
 /*
@@ -412,6 +432,8 @@ static __attribute__((noinline)) uint64_t access_slow(struct gpamm_vcpu *v, uint
 				copy_small(&val, p, len);
 			return val;
 		}
+		if (ex == XL_STALE)
+			return 0; /* dropped (counted): a load reads zero */
 		if (access_exit(v, ex, gpa, len, write, &val))
 			return val;
 	}
@@ -609,6 +631,10 @@ static void access_split(struct gpamm_vcpu *v, uint64_t gpa, uint8_t *buf, size_
 				memcpy(p, buf, chunk);
 			else
 				memcpy(buf, p, chunk);
+		} else if (ex == XL_STALE) {
+			/* dropped (counted): nothing is written, a load reads zeros */
+			if (!write)
+				memset(buf, 0, chunk);
 		} else {
 			/* Not RAM: go on 8 bytes (or less) at a time, as MMIO does. */
 			chunk = chunk > 8 ? 8 : chunk;
@@ -835,6 +861,10 @@ void gpamm_vcpu_free(struct gpamm_vcpu *v)
 	atomic_fetch_sub(&gpamm_live_vcpus, 1);
 }
 
+/* No stack can be larger than a 47-bit user address space; checked before
+ * the size is rounded up and the guard page added, which could wrap. */
+#define MAX_GUEST_STACK (1ULL << 47)
+
 int gpamm_vcpu_set_guest(struct gpamm_vcpu *v, gpamm_guest_fn fn, void *arg, size_t stack_size)
 {
 	uint8_t *m;
@@ -845,16 +875,18 @@ int gpamm_vcpu_set_guest(struct gpamm_vcpu *v, gpamm_guest_fn fn, void *arg, siz
 		return -EBUSY;
 	if (!stack_size)
 		stack_size = DEFAULT_GUEST_STACK;
+	if (stack_size > MAX_GUEST_STACK)
+		return -ENOMEM;
 	stack_size = (stack_size + 4095) & ~(size_t)4095;
-	if (v->stack && v->stack_size != stack_size)
-		vcpu_free_stack(v);
-	if (!v->stack) {
+	/* Prepare, then commit: the old stack goes only once the new one exists. */
+	if (!v->stack || v->stack_size != stack_size) {
 		/* one guard page below the stack */
 		m = mmap(NULL, stack_size + 4096, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (m == MAP_FAILED)
 			return -ENOMEM;
 		mprotect(m, 4096, PROT_NONE);
+		vcpu_free_stack(v);
 		v->stack = m + 4096;
 		v->stack_size = stack_size;
 	}
@@ -864,16 +896,42 @@ int gpamm_vcpu_set_guest(struct gpamm_vcpu *v, gpamm_guest_fn fn, void *arg, siz
 	return 0;
 }
 
+/* The vCPU whose guest code runs on this thread (NULL outside guest code). */
+static __thread struct gpamm_vcpu *thread_guest;
+
+struct gpamm_vcpu *gpamm_guest_call_begin(void)
+{
+	struct gpamm_vcpu *v = thread_guest;
+
+	if (!v || atomic_load_explicit(&v->mode, memory_order_relaxed) != IN_GUEST_MODE)
+		return NULL;
+	vcpu_leave_guest(v);
+	return v;
+}
+
+void gpamm_guest_call_end(struct gpamm_vcpu *v)
+{
+	if (v)
+		vcpu_enter_guest(v); /* takes the flushes the call asked for */
+}
+
 int gpamm_vcpu_run(struct gpamm_vcpu *v)
 {
+	struct gpamm_vcpu *outer;
 	struct gpamm_run *run;
+	int idle = 0;
 
 	if (!v)
 		return -EINVAL;
 	if (v->gstate != GUEST_READY && v->gstate != GUEST_RUNNING)
 		return -EINVAL;
-	if (atomic_exchange(&v->running, 1))
+	/* 0 -> 1; another run holds 1, a VM destroy in progress 2 */
+	if (!atomic_compare_exchange_strong(&v->running, &idle, 1))
 		return -EBUSY;
+	if (vm_is_dead(v->vm)) {
+		atomic_store(&v->running, 0);
+		return -EIO;
+	}
 	run = &v->run;
 	run->exit_reason = GPAMM_EXIT_NONE;
 	if (run->immediate_exit || (atomic_load(&v->requests) & REQ_EXIT)) {
@@ -896,9 +954,12 @@ int gpamm_vcpu_run(struct gpamm_vcpu *v)
 			    (unsigned)(p >> 32), (unsigned)(p & 0xffffffffu));
 		v->gstate = GUEST_RUNNING;
 	}
+	outer = thread_guest;
+	thread_guest = v;
 	vcpu_enter_guest(v);
 	switch_to_guest(v);
 	/* the guest left guest mode before switching back */
+	thread_guest = outer;
 out:
 	atomic_store(&v->running, 0);
 	return 0;

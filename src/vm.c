@@ -57,6 +57,8 @@ int gpamm_vm_create(const struct gpamm_vm_config *cfg, struct gpamm_vm **out)
 	r = gpamm_mmu_notifier_attach(vm);
 	if (r)
 		goto err_slots;
+	/* the host lives while the VM does, whatever order they go in */
+	gpamm_host_hold(vm->host);
 	atomic_fetch_add(&gpamm_live_vms, 1);
 	*out = vm;
 	return 0;
@@ -83,6 +85,23 @@ int gpamm_vm_destroy(struct gpamm_vm *vm)
 
 	if (!vm)
 		return 0;
+	/*
+	 * A vCPU inside gpamm_vcpu_run() would use what is freed here: refuse.
+	 * Each vCPU is claimed (running 0 -> 2) so that no run can start
+	 * while the others are checked; on a refusal the claims are undone.
+	 */
+	pthread_mutex_lock(&vm->vcpus_lock);
+	for (unsigned i = 0; i < atomic_load(&vm->nr_vcpus); i++) {
+		int idle = 0;
+
+		if (!atomic_compare_exchange_strong(&vm->vcpus[i]->running, &idle, 2)) {
+			while (i--)
+				atomic_store(&vm->vcpus[i]->running, 0);
+			pthread_mutex_unlock(&vm->vcpus_lock);
+			return -EBUSY;
+		}
+	}
+	pthread_mutex_unlock(&vm->vcpus_lock);
 	gpamm_mmu_notifier_detach(vm);
 	/* No vCPU runs any more, so no TLB can hold a translation. */
 	for (unsigned i = 0; i < atomic_load(&vm->nr_vcpus); i++)
@@ -100,6 +119,7 @@ int gpamm_vm_destroy(struct gpamm_vm *vm)
 	pthread_mutex_destroy(&vm->vcpus_lock);
 	pthread_mutex_destroy(&vm->dirty_lock);
 	free(vm->vcpus);
+	gpamm_host_drop(vm->host);
 	free(vm);
 	atomic_fetch_sub(&gpamm_live_vms, 1);
 	return 0;
@@ -143,7 +163,9 @@ void gpamm_vm_stats(struct gpamm_vm *vm, struct gpamm_vm_stats *st)
 #undef RD
 	}
 	gpamm_host_stats(vm->host, &hs);
-	st->stale_accesses = hs.stale_accesses;
+	/* the host's checks (dead or moved frames) and the VM's (a translation
+	 * that outlived its memslot) */
+	st->stale_accesses = hs.stale_accesses + atomic_load(&vm->st_stale_slot);
 }
 
 void gpamm_live_objects(struct gpamm_live *l)

@@ -184,6 +184,10 @@ struct gpamm_vm {
 	pthread_mutex_t slots_lock;         /* serialises memslot changes */
 	struct gpamm_memslots *_Atomic slots; /* RCU-published */
 	struct gpamm_memslots *slots_locked;  /* the same set, for readers holding mmu_lock */
+	/* Checking mode only: the set of the last memslot change that has
+	 * returned (RCU-published too); the translations it allows stay legal
+	 * while a DELETE or MOVE is still under way. NULL otherwise. */
+	struct gpamm_memslots *_Atomic slots_done;
 	struct gpamm_memslot **by_id;        /* under slots_lock */
 
 	pthread_mutex_t vcpus_lock;
@@ -191,8 +195,14 @@ struct gpamm_vm {
 	struct gpamm_vcpu **vcpus;
 	_Atomic unsigned nr_vcpus;
 
-	_Atomic uint64_t st_remote_flushes, st_pinned;
+	_Atomic uint64_t st_remote_flushes, st_pinned, st_stale_slot;
 	bool notifier_registered;
+	/* under mmu_lock: the host's address space went away (release());
+	 * nothing is mapped again and VMM calls return -EIO */
+	bool dead;
+	/* under mmu_lock: clear_young made entries old without a flush, so
+	 * TLB entries may still let accesses through without a fault */
+	bool aged_unflushed;
 
 	/* race and fault injection (gpamm/inject.h); NULL and 0 in production */
 	gpamm_pause_fn pause_fn;
@@ -205,8 +215,19 @@ struct gpamm_vm {
 	pthread_mutex_t dirty_lock;  /* serialises ring resets */
 };
 
+/* The host's address space went away: VMM calls answer -EIO (as KVM's do
+ * from a process that is not the VM's mm). */
+static inline bool vm_is_dead(struct gpamm_vm *vm)
+{
+	return __atomic_load_n(&vm->dead, __ATOMIC_ACQUIRE);
+}
+
 /* memslot.c */
 int gpamm_memslots_init(struct gpamm_vm *vm);
+/* Checking mode: the HVA that @gpa may be translated to right now, by the
+ * set of the last completed change or by the current one (~0: neither).
+ * Context: RCU read lock held. */
+bool gpamm_memslot_hva_legal(struct gpamm_vm *vm, uint64_t gpa, uint64_t hva);
 void gpamm_memslots_destroy(struct gpamm_vm *vm);
 /* Context: RCU read lock held. Returns NULL when no slot holds @gfn;
  * with @any, INVALID slots count too. */
@@ -349,6 +370,7 @@ static ALWAYS_INLINE uint8_t *tlb_lookup(struct tlb *t, uint64_t gpa, bool write
 
 /* vcpu.c */
 void gpamm_vcpu_free(struct gpamm_vcpu *vcpu);
+#include "guestcall.h"
 
 /* A named pause point (gpamm/inject.h): one not-taken branch without a hook. */
 static ALWAYS_INLINE void vm_pause_point(struct gpamm_vcpu *vcpu, enum gpamm_pause_point pp,

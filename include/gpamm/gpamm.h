@@ -12,6 +12,10 @@
  * code of a vCPU runs on that thread, inside gpamm_vcpu_run(), on a stack of
  * its own; it must not block except inside gpamm calls, because a remote TLB
  * flush waits for every vCPU in guest mode to reach its next memory access.
+ * Guest code may call the sim host's event calls (gpamm_sim_*), the host's
+ * destroy and gpamm_vm_flush_remote_tlbs(): they leave guest mode for the
+ * call, as the exit a real guest takes to reach its host. Other VMM calls
+ * belong on VMM threads.
  */
 #ifndef GPAMM_GPAMM_H
 #define GPAMM_GPAMM_H
@@ -34,6 +38,7 @@ struct gpamm_vcpu;
 
 #define GPAMM_MAX_VCPUS 256
 #define GPAMM_USER_MEM_SLOTS 32764 /* KVM's x86 limit */
+#define GPAMM_MEM_MAX_NR_PAGES ((1ULL << 31) - 1) /* pages in one slot (KVM_MEM_MAX_NR_PAGES) */
 
 struct gpamm_vm_config {
 	unsigned page_shift;   /* 12, 14, 16; 0 = 14 */
@@ -52,9 +57,11 @@ struct gpamm_vm_config {
 int gpamm_vm_create(const struct gpamm_vm_config *cfg, struct gpamm_vm **out);
 /**
  * gpamm_vm_destroy() - remove every translation, release every pin and
- * table page, free every vCPU. No vCPU may be running.
- * Context: any thread; may sleep.
- * Return: 0 (also for a NULL @vm).
+ * table page, free every vCPU, and let go of the host (which is freed
+ * here if its owner destroyed it first).
+ * Context: any thread but a vCPU's in guest code; may sleep.
+ * Return: 0 (also for a NULL @vm), -EBUSY (a thread is inside
+ * gpamm_vcpu_run() of one of its vCPUs; nothing was changed).
  */
 int gpamm_vm_destroy(struct gpamm_vm *vm);
 const struct gpamm_geom *gpamm_vm_geom(const struct gpamm_vm *vm);
@@ -83,17 +90,20 @@ struct gpamm_userspace_memory_region {
 
 /**
  * gpamm_vm_set_memory_region() - create, delete (size 0), move (new GPA) or
- * change the flags of a slot, as KVM does. Old translations of a deleted or
+ * change the flags of a slot, as KVM does; at most GPAMM_MEM_MAX_NR_PAGES
+ * pages. Old translations of a deleted or
  * moved slot are gone (and their TLB entries flushed) when this returns;
  * turning dirty logging on write-protects the slot.
  * Context: any thread (VMM); serialised with other memslot changes.
  * Return: 0, or
  *  -EINVAL: unknown flags; slot id >= GPAMM_USER_MEM_SLOTS; GPA, size or HVA
- *           not page aligned; GPA + size or HVA + size overflows; delete of a
+ *           not page aligned; GPA + size or HVA + size overflows; more than
+ *           GPAMM_MEM_MAX_NR_PAGES pages; delete of a
  *           slot that does not exist; change of size, HVA or READONLY of an
  *           existing slot;
  *  -EEXIST: the new range overlaps another slot;
  *  -EFAULT: the range lies beyond the VM's GPA space;
+ *  -EIO:    the host's address space is gone (gpamm_host_destroy());
  *  -ENOMEM.
  */
 int gpamm_vm_set_memory_region(struct gpamm_vm *vm,
@@ -131,7 +141,8 @@ int gpamm_vm_enable_manual_dirty_log_protect(struct gpamm_vm *vm, unsigned flags
  * and write-protects those pages, flushing TLBs before it returns.
  * Context: VMM thread; vCPUs may run.
  * Return: 0, -EINVAL (slot id out of range, NULL bitmap), -ENOENT (no
- * such slot, or it does not log), -ENXIO (the VM uses the dirty ring).
+ * such slot, or it does not log), -ENXIO (the VM uses the dirty ring),
+ * -EIO (the host's address space is gone).
  */
 int gpamm_vm_get_dirty_log(struct gpamm_vm *vm, uint32_t slot, uint64_t *bitmap);
 
@@ -141,8 +152,9 @@ int gpamm_vm_get_dirty_log(struct gpamm_vm *vm, uint32_t slot, uint64_t *bitmap)
  * write-protect it, 64 pages at a time; TLBs are flushed before it returns.
  * Context: VMM thread; vCPUs may run.
  * Return: 0, -EINVAL (slot id out of range, @first_page not a multiple of
- * 64, @num_pages not a multiple of 64 unless the range ends at the end of
- * the slot, range beyond the slot, NULL bitmap), -ENOENT, -ENXIO as above.
+ * 64 -- checked before the slot is looked up, as KVM does --, @num_pages
+ * not a multiple of 64 unless the range ends at the end of the slot, range
+ * beyond the slot, NULL bitmap), -ENOENT, -ENXIO, -EIO as above.
  */
 int gpamm_vm_clear_dirty_log(struct gpamm_vm *vm, uint32_t slot, uint64_t first_page,
 			     uint64_t num_pages, const uint64_t *bitmap);
@@ -167,13 +179,16 @@ struct gpamm_dirty_gfn {
 };
 
 #define GPAMM_DIRTY_RING_RSVD 64 /* entries kept free: the vCPU exits before it needs them */
+#define GPAMM_DIRTY_RING_MAX_ENTRIES 65536 /* KVM_DIRTY_RING_MAX_ENTRIES */
 
 /**
  * gpamm_vm_enable_dirty_ring() - use per-vCPU rings of @entries entries
- * (a power of two, 2 * GPAMM_DIRTY_RING_RSVD .. 65536) instead of bitmaps.
+ * (a power of two, 2 * GPAMM_DIRTY_RING_RSVD .. GPAMM_DIRTY_RING_MAX_ENTRIES)
+ * instead of bitmaps.
  * Context: VMM thread, before any vCPU is created and any slot logs.
- * Return: 0, -EINVAL (bad size), -EBUSY (vCPUs or logging slots exist, or
- * a ring is already enabled).
+ * Return: 0, -EINVAL (not a power of two or too small; a ring is already
+ * enabled; vCPUs or logging slots exist), -E2BIG (more than
+ * GPAMM_DIRTY_RING_MAX_ENTRIES), as KVM's KVM_CAP_DIRTY_LOG_RING.
  */
 int gpamm_vm_enable_dirty_ring(struct gpamm_vm *vm, uint32_t entries);
 /** gpamm_vcpu_dirty_ring() - the vCPU's ring (KVM's mmap of it); *@entries its size; NULL without ring mode. */
@@ -182,9 +197,10 @@ struct gpamm_dirty_gfn *gpamm_vcpu_dirty_ring(struct gpamm_vcpu *vcpu, uint32_t 
  * gpamm_vm_reset_dirty_rings() - on every vCPU's ring, starting where the
  * last reset stopped, write-protect the page of each entry marked RESET
  * and free the entry; stops at the first entry not marked. TLBs are
- * flushed before it returns.
+ * flushed before it returns (whenever an entry was reset).
  * Context: VMM thread; vCPUs may run.
- * Return: the number of entries reset (>= 0), or -ENXIO without ring mode.
+ * Return: the number of entries reset (>= 0), -EINVAL without ring mode
+ * (as KVM), -EIO (the host's address space is gone).
  */
 int64_t gpamm_vm_reset_dirty_rings(struct gpamm_vm *vm);
 
@@ -193,11 +209,13 @@ int64_t gpamm_vm_reset_dirty_rings(struct gpamm_vm *vm);
 /**
  * gpamm_vm_mark_idle() - make every page of [@gpa, @gpa + @size) old
  * (clear VALID) and flush TLBs, so that the next access to each faults and
- * makes it young again.
+ * makes it young again. The flush is skipped only when no TLB can hold an
+ * entry for an old page: nothing was young here, and the host has not aged
+ * pages without a flush (clear_young) since the last such flush.
  * Context: VMM thread; vCPUs may run.
  * Return: the number of leaf entries that were young (>= 0; a huge leaf
  * counts once), -EINVAL (unaligned, zero size, overflow, beyond the GPA
- * space).
+ * space), -EIO (the host's address space is gone).
  */
 int64_t gpamm_vm_mark_idle(struct gpamm_vm *vm, uint64_t gpa, uint64_t size);
 /**
@@ -205,7 +223,7 @@ int64_t gpamm_vm_mark_idle(struct gpamm_vm *vm, uint64_t gpa, uint64_t size);
  * since they were last marked idle (or mapped). @bitmap, if not NULL, gets
  * one bit per page (bit i of word w for page w * 64 + i).
  * Context: any thread.
- * Return: the number of young pages (>= 0), -EINVAL as above.
+ * Return: the number of young pages (>= 0), -EINVAL, -EIO as above.
  */
 int64_t gpamm_vm_test_young(struct gpamm_vm *vm, uint64_t gpa, uint64_t size, uint64_t *bitmap);
 
@@ -258,8 +276,11 @@ typedef int (*gpamm_guest_fn)(struct gpamm_vcpu *vcpu, void *arg);
 int gpamm_vcpu_create(struct gpamm_vm *vm, unsigned id, struct gpamm_vcpu **out);
 /**
  * gpamm_vcpu_set_guest() - the program the vCPU runs from its next run on
- * (replaces a finished or never-started program; -EBUSY if one is mid-run).
+ * (replaces a finished or never-started program).
  * @stack_size: 0 for the default (256 KiB).
+ * Return: 0, -EINVAL (no vCPU or function), -EBUSY (a program is mid-run),
+ * -ENOMEM (no stack of that size can be mapped). On error the program set
+ * before, and its stack, are untouched.
  */
 int gpamm_vcpu_set_guest(struct gpamm_vcpu *vcpu, gpamm_guest_fn fn, void *arg,
 			 size_t stack_size);
@@ -269,7 +290,10 @@ int gpamm_vcpu_set_guest(struct gpamm_vcpu *vcpu, gpamm_guest_fn fn, void *arg,
  * memory fault) is resumed where it stopped: an MMIO read returns the data
  * the VMM put in run->mmio.data; a memory-fault access is retried.
  * Context: the vCPU's thread (one at a time).
- * Return: 0, -EINVAL (no guest program set), -EBUSY (run on two threads).
+ * Return: 0, -EINVAL (no guest program set), -EBUSY (run on two threads,
+ * or the VM is being destroyed), -EIO (the host's address space is gone:
+ * gpamm_host_destroy() came first; a run in progress then exits with
+ * GPAMM_EXIT_MEMORY_FAULT, error -EFAULT, at its next fault).
  */
 int gpamm_vcpu_run(struct gpamm_vcpu *vcpu);
 struct gpamm_run *gpamm_vcpu_run_state(struct gpamm_vcpu *vcpu);
@@ -319,7 +343,8 @@ struct gpamm_vm_stats {
 	uint64_t slots;
 	uint64_t vcpus;
 	uint64_t threads;         /* threads the library started and has not joined */
-	uint64_t stale_accesses;  /* from the host's checking mode */
+	uint64_t stale_accesses;  /* checking mode: the host's (a dead or moved frame) and the
+				   * VM's (GPA -> HVA no longer what the memslots say); each was dropped */
 };
 
 void gpamm_vm_stats(struct gpamm_vm *vm, struct gpamm_vm_stats *st);

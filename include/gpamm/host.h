@@ -80,7 +80,14 @@ struct gpamm_host_stats {
  *                @hva (and writable there, for a write)? Lock-free.
  *                Return: 0, or -ESTALE (counted in stale_accesses).
  * @notifier_register / @notifier_unregister: attach an MMU (one per VM).
- * @stats, @destroy.
+ * @exit:         optional: the owner destroys the host, which is the address
+ *                space going away (a process's mm exit): call release() on
+ *                every MMU still registered. The registrations stay, and
+ *                so does the host's memory, until each VM has unregistered.
+ * @destroy:      free the host; called once neither the owner nor any VM
+ *                holds it (a VM unregisters before it lets go; a notifier
+ *                registered by someone who holds nothing is forgotten).
+ * @stats.
  */
 struct gpamm_host_ops {
 	const char *name;
@@ -92,6 +99,7 @@ struct gpamm_host_ops {
 	int (*notifier_register)(struct gpamm_host *h, const struct gpamm_mmu_notifier_ops *ops, void *mn);
 	void (*notifier_unregister)(struct gpamm_host *h, void *mn);
 	void (*stats)(struct gpamm_host *h, struct gpamm_host_stats *st);
+	void (*exit)(struct gpamm_host *h);
 	void (*destroy)(struct gpamm_host *h);
 };
 
@@ -107,6 +115,12 @@ struct gpamm_host {
 	 */
 	bool pfn_linear;
 	intptr_t pfn_linear_off;
+	/*
+	 * Lifetime, kept by gpamm_host_hold/drop/destroy: bit 0 says the
+	 * owner has destroyed the host, the rest counts holders (2 each).
+	 * A host's constructor leaves it 0.
+	 */
+	_Atomic uint64_t lifetime;
 };
 
 static inline void *gpamm_host_page_ptr(struct gpamm_host *h, uint64_t pfn)
@@ -116,11 +130,17 @@ static inline void *gpamm_host_page_ptr(struct gpamm_host *h, uint64_t pfn)
 	return h->ops->page_ptr(h, pfn);
 }
 
-static inline void gpamm_host_destroy(struct gpamm_host *h)
-{
-	if (h)
-		h->ops->destroy(h);
-}
+/**
+ * gpamm_host_destroy() - the owner is done with the host: its address space
+ * goes away (ops->exit tells every VM still attached, whose translations
+ * are removed and whose later calls fail with -EIO), and the host is freed
+ * as soon as no VM holds it: at once, or at the last gpamm_vm_destroy().
+ * Either order of host and VM destroy is correct. NULL is ignored.
+ */
+void gpamm_host_destroy(struct gpamm_host *h);
+/** gpamm_host_hold() / gpamm_host_drop() - keep @h alive (a VM holds its host from create to destroy). */
+void gpamm_host_hold(struct gpamm_host *h);
+void gpamm_host_drop(struct gpamm_host *h);
 static inline void gpamm_host_stats(struct gpamm_host *h, struct gpamm_host_stats *st)
 {
 	h->ops->stats(h, st);

@@ -4,8 +4,8 @@
  * guest RAM itself and hands its address to a memslot; the page behind HVA h
  * is the page at address h and its PFN is h >> page_shift, so page_ptr() is
  * the inverse shift. Nothing here moves memory behind the MMU's back: there
- * are no host events, notifiers are only remembered (and told release() at
- * destroy, the mm-exit path), and check_access is absent (checking = false).
+ * are no host events, notifiers are only remembered (and told release() when
+ * the owner destroys the host, the mm-exit path), and check_access is absent (checking = false).
  *
  * get_page() is on every slow fault, so it takes no lock and never touches
  * the page: it validates the address, counts the pin with one relaxed atomic
@@ -127,18 +127,25 @@ static void direct_stats(struct gpamm_host *h, struct gpamm_host_stats *st)
 	};
 }
 
+/*
+ * A notifier still registered sees the address space go away, as an MMU
+ * does when its process exits before the VM is torn down.
+ */
+static void direct_exit(struct gpamm_host *h)
+{
+	struct direct_host *d = to_direct(h);
+
+	pthread_mutex_lock(&d->lock);
+	for (unsigned i = 0; i < d->nr_notifiers; i++)
+		if (d->notifiers[i].ops->release)
+			d->notifiers[i].ops->release(d->notifiers[i].mn);
+	pthread_mutex_unlock(&d->lock);
+}
+
 static void direct_destroy(struct gpamm_host *h)
 {
 	struct direct_host *d = to_direct(h);
-	unsigned i;
 
-	/*
-	 * A notifier still registered sees the address space go away, as
-	 * an MMU does when its process exits before the VM is torn down.
-	 */
-	for (i = 0; i < d->nr_notifiers; i++)
-		if (d->notifiers[i].ops->release)
-			d->notifiers[i].ops->release(d->notifiers[i].mn);
 	pthread_mutex_destroy(&d->lock);
 	free(d);
 }
@@ -153,6 +160,7 @@ static const struct gpamm_host_ops direct_ops = {
 	.notifier_register = direct_notifier_register,
 	.notifier_unregister = direct_notifier_unregister,
 	.stats = direct_stats,
+	.exit = direct_exit,
 	.destroy = direct_destroy,
 };
 

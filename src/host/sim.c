@@ -44,8 +44,8 @@
  * Limits: HUGE is accepted and ignored (map_shift is always page_shift);
  * migrate and reclaim skip merged (shared) frames, having no reverse map;
  * no -EHWPOISON yet. Aging (clear_young, test_young) only asks the attached
- * MMUs. Destroying the host with notifiers
- * still registered calls their release() first (the mm-exit path).
+ * MMUs. Destroying the host with notifiers still registered calls their
+ * release() (the mm-exit path); the memory stays until the last VM lets go.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -54,6 +54,7 @@
 #include <sys/mman.h>
 
 #include "gpamm/host.h"
+#include "guestcall.h"
 #include "util.h"
 
 #define SIM_PFN_BASE      0x100ULL
@@ -673,15 +674,23 @@ static void vma_free_list(struct sim_vma *v)
 	}
 }
 
+/* The address space goes away under every MMU still registered (mm exit). */
+static void sim_exit(struct gpamm_host *h)
+{
+	struct sim_host *s = to_sim(h);
+
+	pthread_mutex_lock(&s->mm_lock);
+	for (unsigned i = 0; i < s->nr_notifiers; i++)
+		if (s->notifiers[i].ops->release)
+			s->notifiers[i].ops->release(s->notifiers[i].mn);
+	pthread_mutex_unlock(&s->mm_lock);
+}
+
 static void sim_destroy(struct gpamm_host *h)
 {
 	struct sim_host *s = to_sim(h);
 	uint64_t i;
 
-	/* Still registered: the address space goes away under the MMU. */
-	for (i = 0; i < s->nr_notifiers; i++)
-		if (s->notifiers[i].ops->release)
-			s->notifiers[i].ops->release(s->notifiers[i].mn);
 	vma_free_list(s->vma_head);
 	vma_free_list(s->graveyard);
 	if (s->dir)
@@ -709,6 +718,7 @@ static const struct gpamm_host_ops sim_ops = {
 	.notifier_register = sim_notifier_register,
 	.notifier_unregister = sim_notifier_unregister,
 	.stats = sim_stats,
+	.exit = sim_exit,
 	.destroy = sim_destroy,
 };
 
@@ -853,7 +863,7 @@ fail:
  * Return: 0 or -EINVAL (bad range).
  * Context: takes the mm lock; notifiers per VMA met.
  */
-int gpamm_sim_munmap(struct gpamm_host *h, uint64_t hva, uint64_t len)
+static int sim_event_munmap(struct gpamm_host *h, uint64_t hva, uint64_t len)
 {
 	struct sim_host *s = sim_of(h);
 	struct sim_vma *v, *next;
@@ -896,7 +906,7 @@ int gpamm_sim_munmap(struct gpamm_host *h, uint64_t hva, uint64_t len)
  * not mapped; nothing done).
  * Context: takes the mm lock; notifier over the whole range.
  */
-int gpamm_sim_madv_dontneed(struct gpamm_host *h, uint64_t hva, uint64_t len)
+static int sim_event_madv_dontneed(struct gpamm_host *h, uint64_t hva, uint64_t len)
 {
 	struct sim_host *s = sim_of(h);
 	struct sim_vma *v;
@@ -932,7 +942,7 @@ out:
  * changed on error.
  * Context: takes the mm lock; notifier over the whole range either way.
  */
-int gpamm_sim_mprotect(struct gpamm_host *h, uint64_t hva, uint64_t len, bool writable)
+static int sim_event_mprotect(struct gpamm_host *h, uint64_t hva, uint64_t len, bool writable)
 {
 	struct sim_host *s = sim_of(h);
 	struct sim_vma *v;
@@ -1068,7 +1078,7 @@ static void cands_notify_locked(struct sim_host *s, const struct sim_cand *c, ui
  * qualified but swap is full), -ENOMEM.
  * Context: takes the mm lock; notifier per run of reclaimed pages.
  */
-int64_t gpamm_sim_reclaim(struct gpamm_host *h, uint64_t hva, uint64_t len, uint64_t max)
+static int64_t sim_event_reclaim(struct gpamm_host *h, uint64_t hva, uint64_t len, uint64_t max)
 {
 	struct sim_host *s = sim_of(h);
 	struct sim_cand *c = NULL;
@@ -1117,7 +1127,7 @@ out:
  * -EINVAL, -ENOMEM (pages qualified but no frame was free, or bookkeeping).
  * Context: takes the mm lock; notifier per run of moved pages.
  */
-int64_t gpamm_sim_migrate(struct gpamm_host *h, uint64_t hva, uint64_t len)
+static int64_t sim_event_migrate(struct gpamm_host *h, uint64_t hva, uint64_t len)
 {
 	struct sim_host *s = sim_of(h);
 	struct sim_cand *c = NULL;
@@ -1216,7 +1226,7 @@ static void make_cow_locked(const struct sim_cand *m)
  * that changed frame, -EINVAL, -ENOMEM.
  * Context: takes the mm lock; notifier per run of candidate pages.
  */
-int64_t gpamm_sim_merge(struct gpamm_host *h, uint64_t hva, uint64_t len)
+static int64_t sim_event_merge(struct gpamm_host *h, uint64_t hva, uint64_t len)
 {
 	struct sim_host *s = sim_of(h);
 	struct sim_cand *c = NULL;
@@ -1354,7 +1364,7 @@ int gpamm_sim_read(struct gpamm_host *h, uint64_t hva, void *buf, uint64_t len)
  * pages may have been written).
  * Context: takes the mm lock; notifier on a copy-on-write break.
  */
-int gpamm_sim_write(struct gpamm_host *h, uint64_t hva, const void *buf, uint64_t len)
+static int sim_event_write(struct gpamm_host *h, uint64_t hva, const void *buf, uint64_t len)
 {
 	return sim_access(h, hva, NULL, buf, len, true);
 }
@@ -1391,7 +1401,7 @@ static int sim_age(struct gpamm_host *h, uint64_t hva, uint64_t len, int how, bo
 	return 0;
 }
 
-int gpamm_sim_clear_young(struct gpamm_host *h, uint64_t hva, uint64_t len, bool flush,
+static int sim_event_clear_young(struct gpamm_host *h, uint64_t hva, uint64_t len, bool flush,
 			  bool *young)
 {
 	return sim_age(h, hva, len, flush ? 2 : 1, young);
@@ -1401,3 +1411,26 @@ int gpamm_sim_test_young(struct gpamm_host *h, uint64_t hva, uint64_t len, bool 
 {
 	return sim_age(h, hva, len, 0, young);
 }
+
+/*
+ * The event calls as the API has them: called from guest code (a host
+ * event the guest itself set off), they leave guest mode for the call, as
+ * the exit a real guest would take to reach the host (guestcall.h);
+ * otherwise the remote flush of the event would wait for this very vCPU.
+ */
+#define SIM_EVENT_CALL(ret, name, params, args)                               \
+	ret gpamm_sim_##name params                                           \
+	{                                                                     \
+		struct gpamm_vcpu *g = gpamm_guest_call_begin();              \
+		ret r = sim_event_##name args;                                \
+		gpamm_guest_call_end(g);                                      \
+		return r;                                                     \
+	}
+SIM_EVENT_CALL(int, munmap, (struct gpamm_host *h, uint64_t hva, uint64_t len), (h, hva, len))
+SIM_EVENT_CALL(int, madv_dontneed, (struct gpamm_host *h, uint64_t hva, uint64_t len), (h, hva, len))
+SIM_EVENT_CALL(int, mprotect, (struct gpamm_host *h, uint64_t hva, uint64_t len, bool writable), (h, hva, len, writable))
+SIM_EVENT_CALL(int64_t, reclaim, (struct gpamm_host *h, uint64_t hva, uint64_t len, uint64_t max), (h, hva, len, max))
+SIM_EVENT_CALL(int64_t, migrate, (struct gpamm_host *h, uint64_t hva, uint64_t len), (h, hva, len))
+SIM_EVENT_CALL(int64_t, merge, (struct gpamm_host *h, uint64_t hva, uint64_t len), (h, hva, len))
+SIM_EVENT_CALL(int, write, (struct gpamm_host *h, uint64_t hva, const void *buf, uint64_t len), (h, hva, buf, len))
+SIM_EVENT_CALL(int, clear_young, (struct gpamm_host *h, uint64_t hva, uint64_t len, bool flush, bool *young), (h, hva, len, flush, young))

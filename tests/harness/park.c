@@ -228,6 +228,7 @@ static void ph_stats(struct gpamm_host *h, struct gpamm_host_stats *st)
 
 static void ph_destroy(struct gpamm_host *h)
 {
+	gpamm_host_drop(to_park(h)->inner);
 	free(h);
 }
 
@@ -238,6 +239,7 @@ struct gpamm_host *park_host_create(struct gpamm_host *inner, struct park_lot *l
 	if (!p)
 		abort();
 	p->inner = inner;
+	gpamm_host_hold(inner); /* a VM holds the wrapper, the wrapper its inner host */
 	p->lot = l;
 	p->ops = (struct gpamm_host_ops){
 		.name = "park", .get_page = ph_get_page, .put_page = ph_put_page,

@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 void tap_init(int argc, char **argv);
 uint64_t tap_seed(void);
@@ -55,6 +56,29 @@ void tap_diag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 #define ASSERT_EQ_INT(a, b) TAP__CMP(a, ==, b, "d", long long)
 
 void tap_fmt2(char *buf, unsigned len, const char *kind, ...);
+
+/* A failed assertion with a sentence of explanation. */
+#define ASSERT_MSG(expr, ...)                                                 \
+	do {                                                                  \
+		if (!(expr)) {                                                \
+			char msg__[400];                                      \
+			snprintf(msg__, sizeof(msg__), __VA_ARGS__);          \
+			tap_fail(__FILE__, __LINE__, #expr, msg__);           \
+		}                                                             \
+	} while (0)
+
+/* A failed check that lets the test go on (to clean up, or to show more). */
+#define CHECK_MSG(expr, ...)                                                  \
+	do {                                                                  \
+		if (!(expr)) {                                                \
+			char msg__[400];                                      \
+			int n__ = snprintf(msg__, sizeof(msg__),              \
+					   "check failed: %s: ", #expr);      \
+			snprintf(msg__ + n__, sizeof(msg__) - n__, __VA_ARGS__); \
+			tap_fail_async(__FILE__, __LINE__, msg__);            \
+		}                                                             \
+	} while (0)
+
 
 /* ---- replayable pseudo-random numbers (splitmix64 seeded xoshiro256**) ---- */
 struct tap_rng { uint64_t s[4]; };

@@ -560,17 +560,17 @@ static void test_ring_excludes_bitmap(void)
 	ASSERT(ram);
 	memset(ones, 0xff, sizeof(ones));
 	/* without a ring */
-	ASSERT_EQ_INT(gpamm_vm_reset_dirty_rings(vm), -ENXIO);
+	ASSERT_EQ_INT(gpamm_vm_reset_dirty_rings(vm), -EINVAL); /* KVM: no ring */
 	ASSERT_EQ_INT(gpamm_vm_enable_dirty_ring(vm, 0), -EINVAL);
 	ASSERT_EQ_INT(gpamm_vm_enable_dirty_ring(vm, GPAMM_DIRTY_RING_RSVD), -EINVAL);
 	ASSERT_EQ_INT(gpamm_vm_enable_dirty_ring(vm, 2 * GPAMM_DIRTY_RING_RSVD + 64), -EINVAL);
 	ASSERT_EQ_INT(gpamm_vm_enable_dirty_ring(vm, 1000), -EINVAL);
-	ASSERT_EQ_INT(gpamm_vm_enable_dirty_ring(vm, 131072), -EINVAL);
+	ASSERT_EQ_INT(gpamm_vm_enable_dirty_ring(vm, 131072), -E2BIG);
 	ASSERT_EQ_INT(gpamm_vm_enable_manual_dirty_log_protect(vm, GPAMM_DIRTY_LOG_INITIALLY_SET),
 		      -EINVAL);
 	ASSERT_EQ_INT(gpamm_vm_enable_manual_dirty_log_protect(vm, 1u << 7), -EINVAL);
 	ASSERT_EQ_INT(gpamm_vm_enable_dirty_ring(vm, 2 * GPAMM_DIRTY_RING_RSVD), 0);
-	ASSERT_EQ_INT(gpamm_vm_enable_dirty_ring(vm, 256), -EBUSY); /* already */
+	ASSERT_EQ_INT(gpamm_vm_enable_dirty_ring(vm, 256), -EINVAL); /* already */
 	ASSERT_EQ_INT(gpamm_vm_set_memory_region(vm, &r), 0);
 	ASSERT_EQ_INT(gpamm_vcpu_create(vm, 0, &v), 0);
 	ASSERT(gpamm_vcpu_dirty_ring(v, &n));
@@ -591,11 +591,11 @@ static void test_ring_excludes_bitmap(void)
 		struct gpamm_vm_config cfg = { .page_shift = PS, .levels = 3, .host = host };
 		ASSERT_EQ_INT(gpamm_vm_create(&cfg, &vm), 0);
 		ASSERT_EQ_INT(gpamm_vcpu_create(vm, 3, &v), 0);
-		ASSERT_EQ_INT(gpamm_vm_enable_dirty_ring(vm, 256), -EBUSY);
+		ASSERT_EQ_INT(gpamm_vm_enable_dirty_ring(vm, 256), -EINVAL);
 		gpamm_vm_destroy(vm);
 		ASSERT_EQ_INT(gpamm_vm_create(&cfg, &vm), 0);
 		ASSERT_EQ_INT(gpamm_vm_set_memory_region(vm, &r), 0);
-		ASSERT_EQ_INT(gpamm_vm_enable_dirty_ring(vm, 256), -EBUSY);
+		ASSERT_EQ_INT(gpamm_vm_enable_dirty_ring(vm, 256), -EINVAL);
 		ASSERT_EQ_INT(gpamm_vcpu_create(vm, 0, &v), 0);
 		ASSERT(!gpamm_vcpu_dirty_ring(v, &n));
 		gpamm_vm_destroy(vm);

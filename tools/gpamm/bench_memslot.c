@@ -222,13 +222,19 @@ static void msh_stats(struct gpamm_host *h, struct gpamm_host_stats *st)
 	gpamm_host_stats(to_ms(h)->pages, st);
 }
 
+/* a VM still attached sees the address space go (the mm-exit path) */
+static void msh_exit(struct gpamm_host *h)
+{
+	struct ms_host *m = to_ms(h);
+
+	if (m->mn && m->mn_ops->release)
+		m->mn_ops->release(m->mn);
+}
+
 static void msh_destroy(struct gpamm_host *h)
 {
 	struct ms_host *m = to_ms(h);
 
-	/* a VM still attached sees the address space go (the mm-exit path) */
-	if (m->mn && m->mn_ops->release)
-		m->mn_ops->release(m->mn);
 	gpamm_host_destroy(m->pages);
 	pthread_mutex_destroy(&m->lock);
 	free(m);
@@ -244,6 +250,7 @@ static const struct gpamm_host_ops ms_host_ops = {
 	.notifier_register = msh_notifier_register,
 	.notifier_unregister = msh_notifier_unregister,
 	.stats = msh_stats,
+	.exit = msh_exit,
 	.destroy = msh_destroy,
 };
 
