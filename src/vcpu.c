@@ -864,6 +864,10 @@ void gpamm_vcpu_free(struct gpamm_vcpu *v)
 /* No stack can be larger than a 47-bit user address space; checked before
  * the size is rounded up and the guard page added, which could wrap. */
 #define MAX_GUEST_STACK (1ULL << 47)
+/* Room for the deepest path a guest access takes (a fault, the host's
+ * get_page, lazy symbol binding, sanitizer frames): smaller sizes are
+ * raised to this. */
+#define MIN_GUEST_STACK (64u << 10)
 
 int gpamm_vcpu_set_guest(struct gpamm_vcpu *v, gpamm_guest_fn fn, void *arg, size_t stack_size)
 {
@@ -877,6 +881,8 @@ int gpamm_vcpu_set_guest(struct gpamm_vcpu *v, gpamm_guest_fn fn, void *arg, siz
 		stack_size = DEFAULT_GUEST_STACK;
 	if (stack_size > MAX_GUEST_STACK)
 		return -ENOMEM;
+	if (stack_size < MIN_GUEST_STACK)
+		stack_size = MIN_GUEST_STACK;
 	stack_size = (stack_size + 4095) & ~(size_t)4095;
 	/* Prepare, then commit: the old stack goes only once the new one exists. */
 	if (!v->stack || v->stack_size != stack_size) {

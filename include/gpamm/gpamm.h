@@ -12,7 +12,7 @@
  * code of a vCPU runs on that thread, inside gpamm_vcpu_run(), on a stack of
  * its own; it must not block except inside gpamm calls, because a remote TLB
  * flush waits for every vCPU in guest mode to reach its next memory access.
- * Guest code may call the sim host's event calls (gpamm_sim_*), the host's
+ * Guest code may call the sim host's calls (gpamm_sim_*), the host's
  * destroy and gpamm_vm_flush_remote_tlbs(): they leave guest mode for the
  * call, as the exit a real guest takes to reach its host. Other VMM calls
  * belong on VMM threads.
@@ -277,7 +277,8 @@ int gpamm_vcpu_create(struct gpamm_vm *vm, unsigned id, struct gpamm_vcpu **out)
 /**
  * gpamm_vcpu_set_guest() - the program the vCPU runs from its next run on
  * (replaces a finished or never-started program).
- * @stack_size: 0 for the default (256 KiB).
+ * @stack_size: 0 for the default (256 KiB); less than 64 KiB is raised to
+ * 64 KiB (the deepest path of a guest access, a fault into the host, needs it).
  * Return: 0, -EINVAL (no vCPU or function), -EBUSY (a program is mid-run),
  * -ENOMEM (no stack of that size can be mapped). On error the program set
  * before, and its stack, are untouched.

@@ -722,10 +722,9 @@ static const struct gpamm_host_ops sim_ops = {
 	.destroy = sim_destroy,
 };
 
-/* The gpamm_sim_* calls must not be handed another kind of host. */
+/* The gpamm_sim_* calls refuse another kind of host (-EINVAL): VMM input, not a bug. */
 static struct sim_host *sim_of(struct gpamm_host *h)
 {
-	GPAMM_BUG_ON(!h || h->ops != &sim_ops);
 	return h && h->ops == &sim_ops ? to_sim(h) : NULL;
 }
 
@@ -807,7 +806,7 @@ struct gpamm_host *gpamm_host_sim_create(const struct gpamm_sim_config *cfg)
  * -ENOMEM (HVA space or bookkeeping exhausted).
  * Context: takes the mm lock; no notifier (nothing can map new HVAs yet).
  */
-int gpamm_sim_mmap(struct gpamm_host *h, uint64_t len, unsigned flags, uint64_t *hva)
+static int sim_event_mmap(struct gpamm_host *h, uint64_t len, unsigned flags, uint64_t *hva)
 {
 	struct sim_host *s = sim_of(h);
 	struct sim_vma *v;
@@ -1353,7 +1352,7 @@ out:
  * -ENOMEM (no frame to swap a page in).
  * Context: takes the mm lock.
  */
-int gpamm_sim_read(struct gpamm_host *h, uint64_t hva, void *buf, uint64_t len)
+static int sim_event_read(struct gpamm_host *h, uint64_t hva, void *buf, uint64_t len)
 {
 	return sim_access(h, hva, buf, NULL, len, false);
 }
@@ -1407,16 +1406,17 @@ static int sim_event_clear_young(struct gpamm_host *h, uint64_t hva, uint64_t le
 	return sim_age(h, hva, len, flush ? 2 : 1, young);
 }
 
-int gpamm_sim_test_young(struct gpamm_host *h, uint64_t hva, uint64_t len, bool *young)
+static int sim_event_test_young(struct gpamm_host *h, uint64_t hva, uint64_t len, bool *young)
 {
 	return sim_age(h, hva, len, 0, young);
 }
 
 /*
- * The event calls as the API has them: called from guest code (a host
- * event the guest itself set off), they leave guest mode for the call, as
- * the exit a real guest would take to reach the host (guestcall.h);
- * otherwise the remote flush of the event would wait for this very vCPU.
+ * The calls as the API has them. Each takes the mm lock; called from guest
+ * code it first leaves guest mode, as the exit a real guest would take to
+ * reach the host (guestcall.h). Otherwise its own event's remote flush, or
+ * another thread's event that holds the mm lock while its flush waits,
+ * would wait for this very vCPU.
  */
 #define SIM_EVENT_CALL(ret, name, params, args)                               \
 	ret gpamm_sim_##name params                                           \
@@ -1434,3 +1434,9 @@ SIM_EVENT_CALL(int64_t, migrate, (struct gpamm_host *h, uint64_t hva, uint64_t l
 SIM_EVENT_CALL(int64_t, merge, (struct gpamm_host *h, uint64_t hva, uint64_t len), (h, hva, len))
 SIM_EVENT_CALL(int, write, (struct gpamm_host *h, uint64_t hva, const void *buf, uint64_t len), (h, hva, buf, len))
 SIM_EVENT_CALL(int, clear_young, (struct gpamm_host *h, uint64_t hva, uint64_t len, bool flush, bool *young), (h, hva, len, flush, young))
+SIM_EVENT_CALL(int, mmap, (struct gpamm_host *h, uint64_t len, unsigned flags, uint64_t *hva),
+	       (h, len, flags, hva))
+SIM_EVENT_CALL(int, read, (struct gpamm_host *h, uint64_t hva, void *buf, uint64_t len),
+	       (h, hva, buf, len))
+SIM_EVENT_CALL(int, test_young, (struct gpamm_host *h, uint64_t hva, uint64_t len, bool *young),
+	       (h, hva, len, young))
