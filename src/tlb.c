@@ -1,24 +1,14 @@
 // SPDX-License-Identifier: MIT
 /*
- * The per-vCPU software TLB and TLB shootdown. The TLB mirrors LoongArch's
- * split: a set-associative STLB for base pages and a small fully associative
- * MTLB for huge pages, with a one-entry front cache for the last base page.
- *
- * A remote flush sets REQ_TLB_FLUSH on every vCPU and then waits for each
- * vCPU that is in guest mode to acknowledge it. A vCPU checks its requests
- * at every guest memory access (the emulated interrupt boundary) and on
- * every guest entry; entry stores IN_GUEST_MODE before it reads the
- * requests, and the flusher sets the request before it reads the mode, so
- * (both sequentially consistent) either the flusher waits for the vCPU or
- * the vCPU sees the request before it uses its TLB. An access in flight
- * finishes before its vCPU acknowledges; so when the flush returns, no vCPU
- * can use a translation removed before the call (DESIGN.md contract 1), and
- * no emulated walker is still inside an unlinked table.
+ * The per-vCPU software TLB. It mirrors LoongArch's split: a
+ * set-associative STLB for base pages and a small fully associative MTLB
+ * for huge pages, with a one-entry front cache for the last base page. The
+ * inline fast path is in tlb.h; the shootdown in vcpu.c.
  */
-#include <sched.h>
+
 #include <string.h>
 
-#include "vm.h"
+#include "tlb.h"
 
 void gpamm_tlb_init(struct tlb *t, unsigned page_shift)
 {
@@ -129,42 +119,4 @@ uint8_t *gpamm_tlb_fill(struct tlb *t, uint64_t gpa, unsigned shift, uint8_t *hp
 		e->shift = shift;
 	}
 	return hptr + (gpa & ((1ULL << shift) - 1));
-}
-
-/* Per-GPA flushes are local and deferred to this vCPU's next guest entry. */
-void gpamm_vcpu_queue_gpa_flush(struct gpamm_vcpu *vcpu, uint64_t gpa)
-{
-	if (vcpu->gpa_flush_nr < TLB_GPA_QUEUE)
-		vcpu->gpa_flush[vcpu->gpa_flush_nr++] = gpa;
-	else
-		vcpu->gpa_flush_all = true;
-}
-
-void gpamm_flush_remote_tlbs(struct gpamm_vm *vm)
-{
-	unsigned n = atomic_load(&vm->nr_vcpus);
-
-	for (unsigned i = 0; i < n; i++)
-		atomic_fetch_or(&vm->vcpus[i]->requests, REQ_TLB_FLUSH);
-	for (unsigned i = 0; i < n; i++) {
-		struct gpamm_vcpu *v = vm->vcpus[i];
-		unsigned spins = 0;
-
-		while (atomic_load(&v->mode) == IN_GUEST_MODE &&
-		       (atomic_load(&v->requests) & REQ_TLB_FLUSH)) {
-			if (++spins > 64)
-				sched_yield();
-			else
-				cpu_relax();
-		}
-	}
-	atomic_fetch_add_explicit(&vm->st_remote_flushes, 1, memory_order_relaxed);
-}
-
-void gpamm_vm_flush_remote_tlbs(struct gpamm_vm *vm)
-{
-	struct gpamm_vcpu *g = gpamm_guest_call_begin();
-
-	gpamm_flush_remote_tlbs(vm);
-	gpamm_guest_call_end(g);
 }

@@ -16,11 +16,13 @@
  * the TLB when VALID (and DIRTY for a store) is set -> otherwise a fault.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <urcu/urcu-bp.h>
 
+#include "arch/loongarch/walker.h"
 #include "vm.h"
 
 #ifdef GPAMM_ASAN
@@ -59,6 +61,59 @@ static void vcpu_enter_guest(struct gpamm_vcpu *v)
 static void vcpu_leave_guest(struct gpamm_vcpu *v)
 {
 	atomic_store_explicit(&v->mode, OUTSIDE_GUEST_MODE, memory_order_release);
+}
+
+/* ---- TLB shootdown --------------------------------------------------------- */
+
+/*
+ * A remote flush sets REQ_TLB_FLUSH on every vCPU and then waits for each
+ * vCPU that is in guest mode to acknowledge it. A vCPU checks its requests
+ * at every guest memory access (the emulated interrupt boundary) and on
+ * every guest entry; entry stores IN_GUEST_MODE before it reads the
+ * requests, and the flusher sets the request before it reads the mode, so
+ * (both sequentially consistent) either the flusher waits for the vCPU or
+ * the vCPU sees the request before it uses its TLB. An access in flight
+ * finishes before its vCPU acknowledges; so when the flush returns, no vCPU
+ * can use a translation removed before the call (DESIGN.md contract 1), and
+ * no emulated walker is still inside an unlinked table.
+ */
+
+/* Per-GPA flushes are local and deferred to this vCPU's next guest entry. */
+void gpamm_vcpu_queue_gpa_flush(struct gpamm_vcpu *vcpu, uint64_t gpa)
+{
+	if (vcpu->gpa_flush_nr < TLB_GPA_QUEUE)
+		vcpu->gpa_flush[vcpu->gpa_flush_nr++] = gpa;
+	else
+		vcpu->gpa_flush_all = true;
+}
+
+void gpamm_flush_remote_tlbs(struct gpamm_vm *vm)
+{
+	unsigned n = atomic_load(&vm->nr_vcpus);
+
+	for (unsigned i = 0; i < n; i++)
+		atomic_fetch_or(&vm->vcpus[i]->requests, REQ_TLB_FLUSH);
+	for (unsigned i = 0; i < n; i++) {
+		struct gpamm_vcpu *v = vm->vcpus[i];
+		unsigned spins = 0;
+
+		while (atomic_load(&v->mode) == IN_GUEST_MODE &&
+		       (atomic_load(&v->requests) & REQ_TLB_FLUSH)) {
+			if (++spins > 64)
+				sched_yield();
+			else
+				cpu_relax();
+		}
+	}
+	atomic_fetch_add_explicit(&vm->st_remote_flushes, 1, memory_order_relaxed);
+}
+
+void gpamm_vm_flush_remote_tlbs(struct gpamm_vm *vm)
+{
+	struct gpamm_vcpu *g = gpamm_guest_call_begin();
+
+	gpamm_flush_remote_tlbs(vm);
+	gpamm_guest_call_end(g);
 }
 
 /* ---- switching between the VMM's stack and the guest's ------------------ */
@@ -141,91 +196,20 @@ static void vcpu_service_requests(struct gpamm_vcpu *v)
 	}
 }
 
-/* ---- the emulated hardware walker --------------------------------------- */
+/* ---- the emulated hardware walker (arch/loongarch/walker.h) --------------- */
 
-/*
- * The walker's descent for one layout, its shifts constants (so a walk
- * keeps only the address, the table and the entry in registers): from the
- * root, one entry per level, until the base level or a HUGE directory
- * entry, which is a leaf. Every directory entry is followed (an empty one
- * leads to an invalid table, whose entries are empty). With @read_leaf
- * false the base-level entry is located but not read (a prefetch).
- * Return: the leaf's address, its value in *@ep (0 when not read) and its
- * level in *@levelp.
- */
-static ALWAYS_INLINE gpamm_pte_t *hw_descend_k(gpamm_pte_t *root, uint64_t gpa, unsigned ps,
-					       unsigned levels, bool read_leaf, gpamm_pte_t *ep,
-					       unsigned *levelp)
-{
-	const unsigned bits = ps - 3;
-	const uint64_t mask = (1ULL << bits) - 1;
-	gpamm_pte_t *table = root, *ptep, e = 0;
-	unsigned level;
-
-	/* directory levels, then the base level */
-#pragma GCC unroll 4
-	for (level = levels - 1; level > 0; level--) {
-		ptep = &table[(gpa >> (ps + level * bits)) & mask];
-		e = pte_read_acquire(ptep);
-		if (e & GPAMM_PTE_HUGE)
-			goto leaf;
-		table = (gpamm_pte_t *)(uintptr_t)e;
-	}
-	ptep = &table[(gpa >> ps) & mask];
-	if (read_leaf)
-		e = pte_read_acquire(ptep);
-leaf:
-	*ep = e;
-	*levelp = level;
-	return ptep;
-}
-
-/* hw_descend_k() for the VM's layout (gpamm_geom_layouts[] order); @gpa inside the space. */
 static ALWAYS_INLINE gpamm_pte_t *hw_descend(const struct gpamm_vm *vm, uint64_t gpa,
 					     bool read_leaf, gpamm_pte_t *ep, unsigned *levelp)
 {
-	gpamm_pte_t *root = vm->pgt.root;
-
-	switch (vm->layout) {
-	case 0: return hw_descend_k(root, gpa, 12, 3, read_leaf, ep, levelp);
-	case 1: return hw_descend_k(root, gpa, 12, 4, read_leaf, ep, levelp);
-	case 2: return hw_descend_k(root, gpa, 14, 2, read_leaf, ep, levelp);
-	case 3: return hw_descend_k(root, gpa, 14, 3, read_leaf, ep, levelp);
-	case 4: return hw_descend_k(root, gpa, 16, 2, read_leaf, ep, levelp);
-	default: return hw_descend_k(root, gpa, 16, 3, read_leaf, ep, levelp);
-	}
+	return la_walk_descend(vm->pgt.root, vm->layout, gpa, read_leaf, ep, levelp);
 }
 
-/*
- * Walk as the hardware does (hw_descend). The leaf must be VALID, and
- * DIRTY for a store. With PTW emulation, a store to an entry with WRITE
- * but not DIRTY sets DIRTY itself (atomically) instead of faulting: the
- * reason the "may be made writable" marker must not be WRITE (REFERENCE.md
- * §6.6).
- * Return: true and the entry and level, or false for a translation fault.
- */
+/* a function of its own, as before the move: the miss path's code stays small */
 static bool hw_walk(struct gpamm_vm *vm, uint64_t gpa, bool write, gpamm_pte_t *out,
 		    unsigned *levelp)
 {
-	gpamm_pte_t *ptep, e;
-	unsigned level;
-
-	if (unlikely(gpa >> vm->geom.gpa_bits))
-		return false;
-again:
-	ptep = hw_descend(vm, gpa, true, &e, &level);
-	if (!(e & GPAMM_PTE_VALID))
-		return false;
-	if (write && !(e & GPAMM_PTE_DIRTY)) {
-		if (!(vm->flags & GPAMM_VM_PTW) || !(e & GPAMM_PTE_WRITE))
-			return false;
-		if (!pte_cmpxchg(ptep, &e, e | GPAMM_PTE_DIRTY))
-			goto again;
-		e |= GPAMM_PTE_DIRTY;
-	}
-	*out = e;
-	*levelp = level;
-	return true;
+	return la_walk(vm->pgt.root, vm->layout, vm->geom.gpa_bits, vm->flags & GPAMM_VM_PTW, gpa,
+		       write, out, levelp);
 }
 
 /* ---- translation ----------------------------------------------------------- */
