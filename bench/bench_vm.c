@@ -7,7 +7,7 @@
  *   populate (fresh memory) vs first touch    ratio,   target <= 1.2
  *   TLB-hit access vs native store            ratio,   target <= 2
  *   TLB-miss access vs native random store    ratio,   target <= 5
- *   memslot lookup with 1..32764 slots        ns,      must grow no faster than log
+ *   memslot lookup with 1..32767 slots        ns,      must grow no faster than log
  *   remote TLB flush with 1, 2, 4, 8 vCPUs    us
  * Options: --quick (smaller sizes), --json. The populate and access loops
  * are the kernels of lib/kernels_vm.c, the same that "gpamm bench
@@ -250,7 +250,7 @@ static void bench_miss(bool thp)
 
 static void bench_memslot(void)
 {
-	static const unsigned counts[] = { 1, 32, 1024, 32764 };
+	static const unsigned counts[] = { 1, 32, 1024, 32767 };
 	struct gpamm_host *h = gpamm_host_direct_create(12);
 	double prev = 0;
 

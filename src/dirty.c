@@ -199,7 +199,6 @@ out:
 
 int gpamm_vm_enable_dirty_ring(struct gpamm_vm *vm, uint32_t entries)
 {
-	struct gpamm_memslots *set;
 	int ret = 0;
 
 	/* KVM's order and errnos: the size first (too large: -E2BIG), then
@@ -210,12 +209,11 @@ int gpamm_vm_enable_dirty_ring(struct gpamm_vm *vm, uint32_t entries)
 		return -E2BIG;
 	pthread_mutex_lock(&vm->slots_lock);
 	pthread_mutex_lock(&vm->vcpus_lock);
-	set = atomic_load(&vm->slots);
 	if (vm->dirty_ring_size || atomic_load(&vm->nr_vcpus))
 		ret = -EINVAL;
 	/* a slot that logs into a bitmap cannot switch to rings under way */
-	for (uint32_t i = 0; !ret && i < set->nr; i++)
-		if (set->by_gfn[i]->dirty_bitmap)
+	for (uint32_t i = 0; !ret && i < GPAMM_USER_MEM_SLOTS; i++)
+		if (vm->by_id[i] && vm->by_id[i]->dirty_bitmap)
 			ret = -EINVAL;
 	if (!ret)
 		vm->dirty_ring_size = entries;

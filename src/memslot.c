@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: MIT
 /*
  * Memslots: validation of KVM_SET_USER_MEMORY_REGION-style requests, the
- * published slot set, GFN lookup, and the order of a change. A set is
- * immutable: a change builds a new set and publishes it with RCU, so a fault
- * looking a GFN up without any lock sees either the old set or the new one,
- * never half of each. DELETE and MOVE go in two steps, as in KVM: first a
- * set in which the old slot is marked INVALID (faults on it retry), then,
- * after every reader of the old set has left and the old translations are
- * flushed, the final set.
+ * two slot sets (memslot.h), GFN and HVA lookup, and the order of a change.
+ * A change is made to the inactive set, which is then made active; after a
+ * grace period (every reader of the old active set has left) the same
+ * change is made to the old one, so both agree again: O(log n) and one
+ * grace period per step, as KVM's since 5.17. A fault looking a GFN up
+ * without any lock sees either set whole, never half of a change. DELETE
+ * and MOVE go in two steps, as in KVM: first the old slot is replaced by
+ * an INVALID copy (faults on it wait), then, once the old translations are
+ * flushed, the copy is removed (and, for a MOVE, the new slot put in).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -18,92 +20,97 @@
 
 int gpamm_memslots_init(struct gpamm_vm *vm)
 {
-	struct gpamm_memslots *set = calloc(1, sizeof(*set));
-
-	/* an empty set: base points past the (empty) pointer array */
-	if (set)
-		set->base = set->end = set->top = (uint64_t *)&set->by_gfn[0];
-
 	vm->by_id = calloc(GPAMM_USER_MEM_SLOTS, sizeof(*vm->by_id));
-	if (!set || !vm->by_id) {
-		free(set);
-		free(vm->by_id);
+	if (!vm->by_id)
 		return -ENOMEM;
-	}
-	atomic_store(&vm->slots, set);
-	vm->slots_locked = set;
-	/* checking mode keeps the last completed set too (hva_legal) */
-	atomic_store(&vm->slots_done, vm->host->checking ? set : NULL);
+	for (unsigned i = 0; i < 2; i++)
+		vm->sets[i] = (struct gpamm_memslots){ .idx = i };
+	atomic_store(&vm->slots, &vm->sets[0]);
+	vm->slots_locked = &vm->sets[0];
 	pthread_mutex_init(&vm->slots_lock, NULL);
 	return 0;
 }
 
 void gpamm_memslots_destroy(struct gpamm_vm *vm)
 {
-	struct gpamm_memslots *set = atomic_load(&vm->slots);
-	struct gpamm_memslots *done = atomic_load(&vm->slots_done);
-
-	if (done != set)
-		free(done);
-	for (uint32_t i = 0; set && i < set->nr; i++) {
-		free(set->by_gfn[i]->bitmap_mem);
-		free(set->by_gfn[i]);
+	/* every slot is in by_id (an INVALID copy lives only inside a change) */
+	for (uint32_t i = 0; i < GPAMM_USER_MEM_SLOTS; i++) {
+		if (vm->by_id[i]) {
+			free(vm->by_id[i]->bitmap_mem);
+			free(vm->by_id[i]);
+		}
 	}
-	free(set);
 	free(vm->by_id);
 	pthread_mutex_destroy(&vm->slots_lock);
 }
 
-/* Index of the last key <= x in k[0..n), n >= 1, k[0] <= x; branch-free. */
-static inline uint32_t last_le(const uint64_t *k, uint32_t n, uint64_t x)
+struct gpamm_memslot *gpamm_memslot_lookup(struct gpamm_memslots *set, uint64_t gfn, bool any)
 {
-	const uint64_t *p = k;
+	struct mtree_node *n = mtree_floor(set->gfn_root, gfn);
+	struct gpamm_memslot *s;
 
-	while (n > 1) {
-		uint32_t half = n / 2;
-		p = p[half] <= x ? p + half : p;
-		n -= half;
+	if (!n || gfn >= n->end)
+		return NULL;
+	s = memslot_of_gfn_node(n, set->idx);
+	if (!any && (s->flags & GPAMM_MEMSLOT_INVALID))
+		return NULL;
+	return s;
+}
+
+struct gpamm_memslot *gpamm_vcpu_memslot_lookup(struct gpamm_vcpu *vcpu, struct gpamm_memslots *set,
+						uint64_t gfn, bool any)
+{
+	struct gpamm_memslot *s = vcpu->last_slot;
+
+	/* A slot found in this very generation is still in the set (slots
+	 * leave only through a change, which makes a new generation active). */
+	if (s && vcpu->last_slot_gen == set->generation && memslot_contains(s, gfn) &&
+	    (any || !(s->flags & GPAMM_MEMSLOT_INVALID)))
+		return s;
+	s = gpamm_memslot_lookup(set, gfn, any);
+	if (s) {
+		vcpu->last_slot = s;
+		vcpu->last_slot_gen = set->generation;
 	}
-	return (uint32_t)(p - k);
+	return s;
+}
+
+struct hva_visit {
+	unsigned idx;
+	bool (*fn)(struct gpamm_memslot *s, void *arg);
+	void *arg;
+};
+
+static bool hva_visit_one(struct mtree_node *n, void *arg)
+{
+	struct hva_visit *v = arg;
+
+	return v->fn(memslot_of_hva_node(n, v->idx), v->arg);
+}
+
+bool gpamm_memslots_hva_overlaps(struct gpamm_memslots *set, uint64_t start, uint64_t end,
+				 bool (*fn)(struct gpamm_memslot *s, void *arg), void *arg)
+{
+	struct hva_visit v = { .idx = set->idx, .fn = fn, .arg = arg };
+
+	return mtree_overlaps(set->hva_root, start, end, hva_visit_one, &v);
 }
 
 /*
- * The slot holding @gfn: the index of every 64th key first, then one block.
- * The comparisons select with conditional moves, so a random GFN costs no
- * mispredicted branches; log2(nr) steps in all.
+ * The active set is enough: a DELETE or MOVE first replaces the slot by an
+ * INVALID copy with the same GPA and HVA (lookups with any), and removes it
+ * only after the remote flush, which no vCPU acknowledges in the middle of
+ * an access. So while an old translation may legally be used, the active
+ * set still maps its GPA to its HVA; once the copy is gone, nothing may.
  */
-struct gpamm_memslot *gpamm_memslot_lookup(struct gpamm_memslots *set, uint64_t gfn, bool any)
-{
-	uint32_t b, first, n;
-	uint64_t e;
-
-	if (!set->nr || gfn < set->base[0])
-		return NULL;
-	b = last_le(set->top, set->ntop, gfn);
-	first = b * MEMSLOT_BLOCK;
-	n = set->nr - first < MEMSLOT_BLOCK ? set->nr - first : MEMSLOT_BLOCK;
-	first += last_le(set->base + first, n, gfn);
-	e = set->end[first];
-	if (gfn >= (e & ~MEMSLOT_END_INVALID) || (!any && (e & MEMSLOT_END_INVALID)))
-		return NULL;
-	return set->by_gfn[first];
-}
-
 bool gpamm_memslot_hva_legal(struct gpamm_vm *vm, uint64_t gpa, uint64_t hva)
 {
 	const unsigned ps = vm->geom.page_shift;
-	struct gpamm_memslots *sets[2] = {
-		atomic_load_explicit(&vm->slots_done, memory_order_consume),
-		atomic_load_explicit(&vm->slots, memory_order_consume),
-	};
+	struct gpamm_memslot *s =
+		gpamm_memslot_lookup(atomic_load_explicit(&vm->slots, memory_order_consume),
+				     gpa >> ps, true);
 
-	for (unsigned i = 0; i < 2; i++) {
-		struct gpamm_memslot *s = sets[i] ? gpamm_memslot_lookup(sets[i], gpa >> ps, true) : NULL;
-
-		if (s && memslot_gfn_to_hva(s, gpa >> ps, ps) == (hva & ~(vm->geom.page_size - 1)))
-			return true;
-	}
-	return false;
+	return s && memslot_gfn_to_hva(s, gpa >> ps, ps) == (hva & ~(vm->geom.page_size - 1));
 }
 
 void gpamm_mark_page_dirty(struct gpamm_vcpu *vcpu, struct gpamm_memslot *slot, uint64_t gfn)
@@ -128,93 +135,88 @@ void gpamm_mark_page_dirty(struct gpamm_vcpu *vcpu, struct gpamm_memslot *slot, 
 	}
 }
 
-/* A new set: @old with @remove taken out and @add put in (either may be NULL). */
-static struct gpamm_memslots *set_replace(const struct gpamm_memslots *old,
-					  const struct gpamm_memslot *remove,
-					  struct gpamm_memslot *add)
+/* Take @remove out of @set and put @add in (either may be NULL). Context: no reader sees @set. */
+static void set_apply(struct gpamm_memslots *set, struct gpamm_memslot *remove,
+		      struct gpamm_memslot *add, unsigned page_shift)
 {
-	uint32_t n = old->nr - (remove ? 1 : 0) + (add ? 1 : 0), j = 0;
-	uint32_t ntop = (n + MEMSLOT_BLOCK - 1) / MEMSLOT_BLOCK;
-	struct gpamm_memslots *set = malloc(sizeof(*set) + n * sizeof(set->by_gfn[0]) +
-					    (2 * n + ntop) * sizeof(uint64_t));
-	bool placed = !add;
+	const unsigned i = set->idx;
 
-	if (!set)
-		return NULL;
-	set->base = (uint64_t *)&set->by_gfn[n];
-	set->end = set->base + n;
-	set->top = set->end + n;
-	set->ntop = ntop;
-	for (uint32_t i = 0; i < old->nr; i++) {
-		struct gpamm_memslot *s = old->by_gfn[i];
-		if (s == remove)
-			continue;
-		if (!placed && add->base_gfn < s->base_gfn) {
-			set->by_gfn[j++] = add;
-			placed = true;
-		}
-		set->by_gfn[j++] = s;
+	if (remove) {
+		set->gfn_root = mtree_remove(set->gfn_root, &remove->gfn_node[i]);
+		set->hva_root = mtree_remove(set->hva_root, &remove->hva_node[i]);
+		set->nr--;
 	}
-	if (!placed)
-		set->by_gfn[j++] = add;
-	set->nr = j;
-	for (uint32_t i = 0; i < j; i++) {
-		const struct gpamm_memslot *m = set->by_gfn[i];
-		set->base[i] = m->base_gfn;
-		set->end[i] = (m->base_gfn + m->npages) |
-			      ((m->flags & GPAMM_MEMSLOT_INVALID) ? MEMSLOT_END_INVALID : 0);
+	if (add) {
+		add->gfn_node[i].key = add->base_gfn;
+		add->gfn_node[i].end = add->base_gfn + add->npages;
+		add->hva_node[i].key = add->userspace_addr;
+		add->hva_node[i].end = add->userspace_addr + (add->npages << page_shift);
+		set->gfn_root = mtree_insert(set->gfn_root, &add->gfn_node[i]);
+		set->hva_root = mtree_insert(set->hva_root, &add->hva_node[i]);
+		set->nr++;
 	}
-	for (uint32_t b = 0; b < ntop; b++)
-		set->top[b] = set->base[b * MEMSLOT_BLOCK];
-	set->generation = old->generation + 1;
-	return set;
 }
 
 /*
- * Readers find the set two ways: faults without a lock through the RCU
- * pointer, code that holds the MMU lock (the fast fault path, the notifier)
- * through slots_locked, swapped under that lock. The old set is freed when
- * neither can still hold it.
+ * One step of a change: make it in the inactive set, make that set active
+ * (for lock-free readers through the RCU pointer, for readers holding the
+ * MMU lock through slots_locked, swapped under that lock), wait until no
+ * reader can still be in the old one, and make the change there too.
+ * Afterwards no reader can hold @remove. Context: slots_lock.
  */
-static void publish(struct gpamm_vm *vm, struct gpamm_memslots *set)
+static void commit(struct gpamm_vm *vm, struct gpamm_memslot *remove, struct gpamm_memslot *add)
 {
 	struct gpamm_memslots *old = atomic_load(&vm->slots);
+	struct gpamm_memslots *next = &vm->sets[old->idx ^ 1];
+	const unsigned ps = vm->geom.page_shift;
 
+	set_apply(next, remove, add, ps);
+	next->generation = old->generation + 1;
 	pthread_mutex_lock(&vm->mmu_lock);
-	vm->slots_locked = set;
+	vm->slots_locked = next;
 	pthread_mutex_unlock(&vm->mmu_lock);
-	atomic_store_explicit(&vm->slots, set, memory_order_release);
+	atomic_store_explicit(&vm->slots, next, memory_order_release);
 	urcu_bp_synchronize_rcu(); /* every fault that could see @old has finished */
-	if (old != atomic_load(&vm->slots_done))
-		free(old);
+	set_apply(old, remove, add, ps);
 }
 
-/*
- * Checking mode: the change has returned, so the current set is now the
- * last completed one; translations only the previous one allowed (of a
- * deleted or moved slot) are stale from here on. Context: slots_lock.
- */
-static void complete(struct gpamm_vm *vm)
+/* A copy of @old marked INVALID, for the first step of a DELETE or MOVE (NULL: no memory). */
+static struct gpamm_memslot *invalid_copy(const struct gpamm_memslot *old)
 {
-	struct gpamm_memslots *prev = atomic_load(&vm->slots_done);
-	struct gpamm_memslots *cur = atomic_load(&vm->slots);
+	struct gpamm_memslot *c = aligned_alloc(64, sizeof(*c));
 
-	if (!prev || prev == cur)
-		return;
-	atomic_store_explicit(&vm->slots_done, cur, memory_order_release);
-	urcu_bp_synchronize_rcu(); /* no checker still reads @prev */
-	free(prev);
-}
-
-static bool overlaps(const struct gpamm_memslots *set, uint32_t id, uint64_t base,
-		     uint64_t npages)
-{
-	for (uint32_t i = 0; i < set->nr; i++) {
-		const struct gpamm_memslot *s = set->by_gfn[i];
-		if (s->id != id && base < s->base_gfn + s->npages && s->base_gfn < base + npages)
-			return true;
+	if (c) {
+		*c = *old;
+		c->flags |= GPAMM_MEMSLOT_INVALID;
 	}
-	return false;
+	return c;
+}
+
+/* Does [base, base + npages) meet a slot other than @id's? O(log n). */
+static bool overlaps(struct gpamm_memslots *set, uint32_t id, uint64_t base, uint64_t npages)
+{
+	uint64_t last = base + npages - 1;
+
+	/*
+	 * The slot with the largest base <= last meets the range if any slot
+	 * does (slots do not overlap one another); if that is @id's own slot,
+	 * the part below it is asked the same way.
+	 */
+	for (;;) {
+		struct mtree_node *n = mtree_floor(set->gfn_root, last);
+		struct gpamm_memslot *s;
+
+		if (!n)
+			return false;
+		s = memslot_of_gfn_node(n, set->idx);
+		if (n->end <= base)
+			return false;
+		if (s->id != id)
+			return true;
+		if (n->key <= base)
+			return false;
+		last = n->key - 1;
+	}
 }
 
 /*
@@ -245,7 +247,7 @@ int gpamm_vm_set_memory_region(struct gpamm_vm *vm,
 			       const struct gpamm_userspace_memory_region *r)
 {
 	struct gpamm_memslot *old, *new = NULL, *inval = NULL;
-	struct gpamm_memslots *cur, *set;
+	struct gpamm_memslots *cur;
 	uint64_t npages, base_gfn, psz, ps;
 	int ret = 0;
 
@@ -274,31 +276,20 @@ int gpamm_vm_set_memory_region(struct gpamm_vm *vm,
 	old = vm->by_id[r->slot];
 
 	if (!npages) {
-		/* DELETE: both sets are built first, so nothing can fail later. */
-		struct gpamm_memslots *fin = NULL;
-
+		/* DELETE: the INVALID copy first, so nothing can fail later */
 		if (!old) {
 			ret = -EINVAL;
 			goto out;
 		}
-		inval = malloc(sizeof(*inval));
-		if (inval) {
-			*inval = *old;
-			inval->flags |= GPAMM_MEMSLOT_INVALID;
-		}
-		set = inval ? set_replace(cur, old, inval) : NULL;
-		fin = set ? set_replace(set, inval, NULL) : NULL;
-		if (!fin) {
-			free(set);
-			free(inval);
+		inval = invalid_copy(old);
+		if (!inval) {
 			ret = -ENOMEM;
 			goto out;
 		}
-		publish(vm, set);
+		commit(vm, old, inval);
 		gpamm_mmu_flush_gfn_range(vm, old->base_gfn, old->npages, true);
-		publish(vm, fin);
+		commit(vm, inval, NULL);
 		vm->by_id[r->slot] = NULL;
-		complete(vm); /* before the slot is freed: the completed set has it */
 		free(inval);
 		free(old->bitmap_mem);
 		free(old);
@@ -323,7 +314,9 @@ int gpamm_vm_set_memory_region(struct gpamm_vm *vm,
 		goto out;
 	}
 
-	new = calloc(1, sizeof(*new));
+	new = aligned_alloc(64, sizeof(*new)); /* its tree nodes are cache lines */
+	if (new)
+		memset(new, 0, sizeof(*new));
 	if (!new) {
 		ret = -ENOMEM;
 		goto out;
@@ -365,56 +358,31 @@ int gpamm_vm_set_memory_region(struct gpamm_vm *vm,
 
 	if (!old) {
 		/* CREATE */
-		set = set_replace(cur, NULL, new);
-		if (!set)
-			goto nomem;
-		publish(vm, set);
+		commit(vm, NULL, new);
 	} else if (base_gfn != old->base_gfn) {
 		/* MOVE: hide the old range, flush it, then show the new one. */
-		inval = malloc(sizeof(*inval));
-		if (inval) {
-			*inval = *old;
-			inval->flags |= GPAMM_MEMSLOT_INVALID;
-		}
-		set = inval ? set_replace(cur, old, inval) : NULL;
-		if (!set) {
-			free(inval);
+		inval = invalid_copy(old);
+		if (!inval)
 			goto nomem;
-		}
-		/* The final set is built before anything is published, so that
-		 * nothing after this point can fail. */
-		{
-			struct gpamm_memslots *fin = set_replace(set, inval, new);
-			if (!fin) {
-				free(set);
-				free(inval);
-				goto nomem;
-			}
-			publish(vm, set);
-			gpamm_mmu_flush_gfn_range(vm, old->base_gfn, old->npages, true);
-			publish(vm, fin);
-		}
-		complete(vm);
+		commit(vm, old, inval);
+		gpamm_mmu_flush_gfn_range(vm, old->base_gfn, old->npages, true);
+		commit(vm, inval, new);
 		free(inval);
 		free(old);
 	} else {
 		/* FLAGS_ONLY */
 		bool log_on = (new->flags & GPAMM_MEM_LOG_DIRTY_PAGES) &&
 			      !(old->flags & GPAMM_MEM_LOG_DIRTY_PAGES);
-		set = set_replace(cur, old, new);
-		if (!set)
-			goto nomem;
-		publish(vm, set);
+
+		commit(vm, old, new);
 		/* With INITIALLY_SET every bit is set instead (pages stay writable
 		 * until the VMM clears them); read-only slots have nothing to protect. */
 		if (log_on && !(new->flags & GPAMM_MEM_READONLY) &&
 		    !(new->dirty_bitmap && (vm->dirty_log_flags & GPAMM_DIRTY_LOG_INITIALLY_SET)))
 			gpamm_mmu_wrprotect_gfn_range(vm, new->base_gfn, new->npages);
-		complete(vm);
 		free(old);
 	}
 	vm->by_id[r->slot] = new;
-	complete(vm);
 	goto out;
 
 nomem:

@@ -1,7 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Memslots inside the library: a slot, the immutable RCU-published set
- * with its two-level GFN index, and what memslot.c offers the rest.
+ * Memslots inside the library, kept as KVM keeps them since 5.17: each set
+ * indexes its slots by GFN (a tree of non-overlapping ranges) and by HVA
+ * (an interval tree: slots may alias one HVA range). There are two sets:
+ * readers (RCU, or the MMU lock) use the active one; a change is made to
+ * the inactive one, which then becomes active, and once no reader can see
+ * the old one any more the same change is made to it. A change costs
+ * O(log n) and its grace period, never a copy of the whole set. A slot is
+ * in both sets at once, through a node pair for each index.
  * Knows no VM internals (the VM is only passed through).
  */
 #ifndef GPAMM_MEMSLOT_INT_H
@@ -11,6 +17,7 @@
 #include <stdint.h>
 
 #include "gpamm/gpamm.h"
+#include "mtree.h"
 
 struct gpamm_vm;
 struct gpamm_vcpu;
@@ -18,6 +25,8 @@ struct gpamm_vcpu;
 #define GPAMM_MEMSLOT_INVALID (1u << 16) /* being deleted or moved: faults retry */
 
 struct gpamm_memslot {
+	/* first, so that a GFN look-up's descent reads one cache line a level */
+	struct mtree_node gfn_node[2]; /* [base_gfn, base_gfn + npages) in set 0 / 1 */
 	uint32_t id;
 	uint32_t flags;          /* GPAMM_MEM_* | GPAMM_MEMSLOT_INVALID */
 	uint64_t base_gfn;
@@ -26,27 +35,26 @@ struct gpamm_memslot {
 	uint64_t *dirty_bitmap;  /* one bit per page while logging, else NULL */
 	uint64_t *bitmap_mem;    /* its storage: allocated with the slot (bitmap mode),
 				  * shared by every copy of the slot, freed on DELETE */
+	struct mtree_node hva_node[2]; /* [userspace_addr, + size) in set 0 / 1 */
 };
-
-/*
- * An immutable set, published whole; readers hold the RCU read lock. The
- * base GFNs are kept in an array of their own, with a small index of every
- * 64th key in front of it (4 KiB at 32764 slots, so it stays in L1): a
- * look-up searches the index, then one block of 64 keys (eight cache
- * lines), instead of chasing a pointer per step. The ends (and whether
- * the slot is INVALID) are dense too, so a look-up touches no slot.
- */
-#define MEMSLOT_BLOCK 64 /* keys per block of the two-level index */
-#define MEMSLOT_END_INVALID (1ULL << 63)
 
 struct gpamm_memslots {
-	uint64_t generation;
-	uint32_t nr, ntop;
-	uint64_t *base;                 /* base[i] == by_gfn[i]->base_gfn */
-	uint64_t *end;                  /* base + npages, | MEMSLOT_END_INVALID */
-	uint64_t *top;                  /* top[b] == base[b * MEMSLOT_BLOCK] */
-	struct gpamm_memslot *by_gfn[]; /* sorted by base_gfn, no overlaps */
+	uint64_t generation;     /* grows at every change that makes a set active */
+	uint32_t nr;
+	unsigned idx;            /* which node of a slot's pairs belongs to this set */
+	struct mtree_node *gfn_root, *hva_root;
 };
+
+static inline struct gpamm_memslot *memslot_of_gfn_node(struct mtree_node *n, unsigned idx)
+{
+	return (struct gpamm_memslot *)((char *)(n - idx) -
+					__builtin_offsetof(struct gpamm_memslot, gfn_node));
+}
+static inline struct gpamm_memslot *memslot_of_hva_node(struct mtree_node *n, unsigned idx)
+{
+	return (struct gpamm_memslot *)((char *)(n - idx) -
+					__builtin_offsetof(struct gpamm_memslot, hva_node));
+}
 
 static inline bool memslot_contains(const struct gpamm_memslot *s, uint64_t gfn)
 {
@@ -60,14 +68,22 @@ static inline uint64_t memslot_gfn_to_hva(const struct gpamm_memslot *s, uint64_
 
 /* memslot.c */
 int gpamm_memslots_init(struct gpamm_vm *vm);
-/* Checking mode: may @gpa be translated to @hva now, by the set of the
- * last completed memslot change or by the current one? Context: RCU read
- * lock held. */
+/* Checking mode: may @gpa be translated to @hva now? Context: RCU read lock held. */
 bool gpamm_memslot_hva_legal(struct gpamm_vm *vm, uint64_t gpa, uint64_t hva);
 void gpamm_memslots_destroy(struct gpamm_vm *vm);
 /* Context: RCU read lock held. Returns NULL when no slot holds @gfn;
  * with @any, INVALID slots count too. */
 struct gpamm_memslot *gpamm_memslot_lookup(struct gpamm_memslots *set, uint64_t gfn, bool any);
+/* The same, through @vcpu's last-used slot first (KVM's last_used_slot). */
+struct gpamm_memslot *gpamm_vcpu_memslot_lookup(struct gpamm_vcpu *vcpu, struct gpamm_memslots *set,
+						uint64_t gfn, bool any);
+/*
+ * Call @fn on every slot of @set (INVALID ones too) whose HVA range meets
+ * [start, end), until it returns true; whether it stopped early.
+ * Context: RCU read lock or MMU lock (the set does not change under either).
+ */
+bool gpamm_memslots_hva_overlaps(struct gpamm_memslots *set, uint64_t start, uint64_t end,
+				 bool (*fn)(struct gpamm_memslot *s, void *arg), void *arg);
 /* Log @gfn of @slot as dirtied by @vcpu: bitmap bit, or ring entry. Context: MMU lock. */
 void gpamm_mark_page_dirty(struct gpamm_vcpu *vcpu, struct gpamm_memslot *slot, uint64_t gfn);
 static inline bool memslot_logging(const struct gpamm_memslot *s)

@@ -52,7 +52,7 @@ static bool fault_fast(struct gpamm_vcpu *vcpu, uint64_t gpa, bool write)
 		host->ops->mark_page(host, gpamm_pte_pfn(new, ps), true, dirtied);
 		if (dirtied) {
 			/* under the MMU lock the set cannot change: no RCU needed */
-			slot = gpamm_memslot_lookup(vm->slots_locked, gpa >> ps, true);
+			slot = gpamm_vcpu_memslot_lookup(vcpu, vm->slots_locked, gpa >> ps, true);
 			if (slot && memslot_logging(slot))
 				gpamm_mark_page_dirty(vcpu, slot, gpa >> ps);
 		}
@@ -140,7 +140,7 @@ static enum fault_result fault_slow(struct gpamm_vcpu *vcpu, uint64_t gpa, bool 
 
 	urcu_bp_read_lock();
 	for (;;) {
-		slot = gpamm_memslot_lookup(slots_deref(vm), gfn, true);
+		slot = gpamm_vcpu_memslot_lookup(vcpu, slots_deref(vm), gfn, true);
 		if (!slot || !(slot->flags & GPAMM_MEMSLOT_INVALID))
 			break;
 		/* A delete or move of this slot is under way: let it finish. */
@@ -266,45 +266,58 @@ void gpamm_mmu_wrprotect_gfn_range(struct gpamm_vm *vm, uint64_t gfn, uint64_t n
 
 /* ---- MMU notifier ----------------------------------------------------------- */
 
-/*
- * Apply @op to the GFNs of every slot (INVALID ones too: their translations
- * may still exist) that maps part of the HVA range [start, end).
- * Context: MMU lock held.
- */
+/* What a notifier call does to the translations of an HVA range. */
 enum hva_op { HVA_UNMAP, HVA_MKOLD, HVA_TEST_YOUNG };
 
+struct hva_range_op {
+	struct gpamm_vm *vm;
+	uint64_t start, end; /* page aligned */
+	enum hva_op op;
+	uint64_t n;
+};
+
+/* One slot that maps part of the range: its GFNs of the range's pages. */
+static bool hva_range_slot(struct gpamm_memslot *s, void *arg)
+{
+	struct hva_range_op *o = arg;
+	struct gpamm_vm *vm = o->vm;
+	const unsigned ps = vm->geom.page_shift;
+	uint64_t ua = s->userspace_addr, ue = ua + (s->npages << ps);
+	uint64_t lo = o->start > ua ? o->start : ua, hi = o->end < ue ? o->end : ue;
+	uint64_t gs = s->base_gfn + ((lo - ua) >> ps), ge = s->base_gfn + ((hi - ua) >> ps);
+
+	switch (o->op) {
+	case HVA_UNMAP:
+		o->n += gpamm_pgt_unmap_range(&vm->pgt, gs << ps, ge << ps);
+		break;
+	case HVA_MKOLD:
+		o->n += gpamm_pgt_mkold_range(&vm->pgt, gs << ps, ge << ps);
+		break;
+	case HVA_TEST_YOUNG:
+		if (gpamm_pgt_test_young(&vm->pgt, gs << ps, ge << ps)) {
+			o->n = 1;
+			return true; /* one young page answers the question */
+		}
+		break;
+	}
+	return false;
+}
+
+/*
+ * Apply @op to the GFNs of every slot (INVALID ones too: their translations
+ * may still exist) that maps part of the HVA range [start, end): only the
+ * slots the range meets, found through the set's HVA interval tree.
+ * Return: leaf entries changed (HVA_TEST_YOUNG: 1 if any was young).
+ * Context: MMU lock held.
+ */
 static uint64_t for_each_hva_range(struct gpamm_vm *vm, uint64_t start, uint64_t end,
 				   enum hva_op op)
 {
-	hva_pages(vm, start, end, &start, &end);
-	struct gpamm_memslots *set = vm->slots_locked;
-	const unsigned ps = vm->geom.page_shift;
-	uint64_t n = 0;
+	struct hva_range_op o = { .vm = vm, .op = op };
 
-	for (uint32_t i = 0; i < set->nr; i++) {
-		const struct gpamm_memslot *s = set->by_gfn[i];
-		uint64_t ua = s->userspace_addr, ue = ua + (s->npages << ps);
-		uint64_t lo = start > ua ? start : ua, hi = end < ue ? end : ue, gs, ge;
-
-		if (lo >= hi)
-			continue;
-		/* [gs, ge): the slot's GFNs of the pages [lo, hi) (page aligned) */
-		gs = s->base_gfn + ((lo - ua) >> ps);
-		ge = s->base_gfn + ((hi - ua) >> ps);
-		switch (op) {
-		case HVA_UNMAP:
-			n += gpamm_pgt_unmap_range(&vm->pgt, gs << ps, ge << ps);
-			break;
-		case HVA_MKOLD:
-			n += gpamm_pgt_mkold_range(&vm->pgt, gs << ps, ge << ps);
-			break;
-		case HVA_TEST_YOUNG:
-			if (gpamm_pgt_test_young(&vm->pgt, gs << ps, ge << ps))
-				return 1;
-			break;
-		}
-	}
-	return n;
+	hva_pages(vm, start, end, &o.start, &o.end);
+	gpamm_memslots_hva_overlaps(vm->slots_locked, o.start, o.end, hva_range_slot, &o);
+	return o.n;
 }
 
 static void mn_invalidate_range_start(void *mn, uint64_t start, uint64_t end)

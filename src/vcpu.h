@@ -45,6 +45,10 @@ struct gpamm_vcpu {
 	unsigned gpa_flush_nr;
 	bool gpa_flush_all;
 	struct gpamm_memcache mc;
+	/* the slot of the last slow fault and the set generation it was found
+	 * in (KVM's last_used_slot): valid only while that set is active */
+	struct gpamm_memslot *last_slot;
+	uint64_t last_slot_gen;
 	struct gpamm_run run;
 	struct dirty_ring ring;
 

@@ -32,12 +32,9 @@ struct gpamm_vm {
 	uint64_t inv_hva_start, inv_hva_end;
 
 	pthread_mutex_t slots_lock;         /* serialises memslot changes */
-	struct gpamm_memslots *_Atomic slots; /* RCU-published */
+	struct gpamm_memslots sets[2];        /* active and inactive (memslot.h) */
+	struct gpamm_memslots *_Atomic slots; /* the active set, RCU-published */
 	struct gpamm_memslots *slots_locked;  /* the same set, for readers holding mmu_lock */
-	/* Checking mode only: the set of the last memslot change that has
-	 * returned (RCU-published too); the translations it allows stay legal
-	 * while a DELETE or MOVE is still under way. NULL otherwise. */
-	struct gpamm_memslots *_Atomic slots_done;
 	struct gpamm_memslot **by_id;        /* under slots_lock */
 
 	pthread_mutex_t vcpus_lock;

@@ -37,7 +37,7 @@ struct gpamm_vcpu;
 #define GPAMM_VM_PTW (1u << 0) /* emulate a walker with PTW: a write to a WRITE-but-not-DIRTY entry sets DIRTY itself */
 
 #define GPAMM_MAX_VCPUS 256
-#define GPAMM_USER_MEM_SLOTS 32764 /* KVM's x86 limit */
+#define GPAMM_USER_MEM_SLOTS 32767 /* KVM_USER_MEM_SLOTS on LoongArch */
 #define GPAMM_MEM_MAX_NR_PAGES ((1ULL << 31) - 1) /* pages in one slot (KVM_MEM_MAX_NR_PAGES) */
 
 struct gpamm_vm_config {

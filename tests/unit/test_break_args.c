@@ -303,7 +303,7 @@ ISOLATED_TEST(test_break_memslot_bad_args_unchanged)
 		int err;
 	} bad[] = {
 		{ "unknown flag", { 0, 1u << 5, GPA0, NPG * PSZ, ua }, -EINVAL },
-		{ "slot id 32764", { GPAMM_USER_MEM_SLOTS, 0, 0x8000000, PSZ, ua }, -EINVAL },
+		{ "slot id 32767", { GPAMM_USER_MEM_SLOTS, 0, 0x8000000, PSZ, ua }, -EINVAL },
 		{ "slot id UINT32_MAX", { UINT32_MAX, 0, 0x8000000, PSZ, ua }, -EINVAL },
 		{ "unaligned gpa", { 1, 0, 0x8000000 + 8, PSZ, ua }, -EINVAL },
 		{ "unaligned size", { 1, 0, 0x8000000, PSZ + 8, ua }, -EINVAL },

@@ -890,7 +890,7 @@ static int bench_run_cmd(int argc, char **argv)
 			o.cfg.levels = (unsigned)v;
 			break;
 		case OPT_SLOTS:
-			if (parse_u("--slots", val, 1, 4096, &v))
+			if (parse_u("--slots", val, 1, GPAMM_USER_MEM_SLOTS, &v))
 				return CLI_EXIT_USAGE;
 			o.cfg.slots = (unsigned)v;
 			break;
