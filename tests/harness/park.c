@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "park.h"
+#include "vmtest.h"
 
 struct park_trap {
 	bool armed, parked;
@@ -291,4 +292,31 @@ void park_host_force_stale(struct gpamm_host *h, bool on)
 uint64_t park_host_forced_stale(struct gpamm_host *h)
 {
 	return to_park(h)->nstale;
+}
+
+/* ---- a vCPU on a thread of its own ---------------------------------------- */
+
+static void *park_thread_main(void *arg)
+{
+	struct park_thread *t = arg;
+
+	t->reason = vt_run_once(t->v, t->mmio_fill);
+	if (t->lot)
+		park_abort(t->lot);
+	return NULL;
+}
+
+int park_thread_start(struct park_thread *t, struct gpamm_vcpu *v, struct park_lot *lot,
+		      uint8_t mmio_fill)
+{
+	t->v = v;
+	t->lot = lot;
+	t->mmio_fill = mmio_fill;
+	t->reason = GPAMM_EXIT_NONE;
+	return pthread_create(&t->tid, NULL, park_thread_main, t);
+}
+
+void park_thread_join(struct park_thread *t)
+{
+	pthread_join(t->tid, NULL);
 }

@@ -23,6 +23,7 @@
 #ifndef GPAMM_PARK_H
 #define GPAMM_PARK_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -54,6 +55,24 @@ int park_who(struct park_lot *l, unsigned where);
 
 /* A gpamm_pause_fn; pass the lot as the hook's argument. */
 void park_pause_hook(void *lot, enum gpamm_pause_point pp, struct gpamm_vcpu *vcpu, uint64_t gpa);
+
+/*
+ * A vCPU run (vt_run_once(), MMIO reads answered with @mmio_fill) on a
+ * thread of its own, which aborts @lot (if any) when the run returns, so
+ * that a park_wait() for a trap its guest never reached returns false.
+ * The exit reason is in @reason after park_thread_join().
+ */
+struct park_thread {
+	pthread_t tid;
+	struct gpamm_vcpu *v;
+	struct park_lot *lot;
+	uint8_t mmio_fill;
+	uint32_t reason;
+};
+/* Return: 0, or pthread_create()'s error. */
+int park_thread_start(struct park_thread *t, struct gpamm_vcpu *v, struct park_lot *lot,
+		      uint8_t mmio_fill);
+void park_thread_join(struct park_thread *t);
 
 /* A host wrapped around @inner (same page shift, checking and frames). */
 struct gpamm_host *park_host_create(struct gpamm_host *inner, struct park_lot *l);

@@ -123,3 +123,32 @@ const char *vt_host_name(enum vt_host_kind kind)
 {
 	return kind == VT_DIRECT ? "direct" : "sim";
 }
+
+int vt_guest_script(struct gpamm_vcpu *v, void *arg)
+{
+	for (struct vt_op *o = arg; o->kind != VT_OP_END; o++) {
+		if (o->kind == VT_OP_READ)
+			o->val = gpamm_guest_read(v, o->gpa, 8);
+		else if (o->kind == VT_OP_WRITE)
+			gpamm_guest_write(v, o->gpa, 8, o->val);
+		else if (o->kind == VT_OP_EXIT)
+			gpamm_guest_exit(v);
+	}
+	return 0;
+}
+
+uint32_t vt_run_once(struct gpamm_vcpu *v, uint8_t mmio_fill)
+{
+	struct gpamm_run *run = gpamm_vcpu_run_state(v);
+
+	for (;;) {
+		int r = gpamm_vcpu_run(v);
+
+		if (r)
+			return 1000 + (uint32_t)-r;
+		if (run->exit_reason != GPAMM_EXIT_MMIO)
+			return run->exit_reason;
+		if (!run->mmio.is_write)
+			memset(run->mmio.data, mmio_fill, sizeof(run->mmio.data));
+	}
+}

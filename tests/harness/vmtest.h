@@ -19,6 +19,25 @@ void vt_run_to_done(struct gpamm_vcpu *v, uint64_t mmio_val, unsigned *mmio_exit
 /* A VM over the direct host; *hostp gets the host to destroy afterwards. */
 struct gpamm_vm *vt_vm_direct(unsigned page_shift, unsigned levels, struct gpamm_host **hostp);
 
+/* ---- scripted guests ------------------------------------------------------ */
+
+/* A guest program as data: 8-byte reads and writes, and exits. */
+enum vt_op_kind { VT_OP_END, VT_OP_READ, VT_OP_WRITE, VT_OP_EXIT };
+
+struct vt_op {
+	enum vt_op_kind kind;
+	uint64_t gpa;
+	uint64_t val; /* written, or what a read returned */
+};
+
+/* A gpamm_guest_fn running the vt_op array @arg in order, up to VT_OP_END;
+ * VT_OP_EXIT leaves with GPAMM_EXIT_REQUEST and the next run goes on after it. */
+int vt_guest_script(struct gpamm_vcpu *v, void *arg);
+/* Run until an exit other than MMIO (MMIO reads get @mmio_fill in every
+ * byte); returns the exit reason, or 1000 + errno when a run fails. Any
+ * thread: it never ASSERTs. */
+uint32_t vt_run_once(struct gpamm_vcpu *v, uint8_t mmio_fill);
+
 /* ---- one interface over both hosts, for tests that run on each ---------- */
 
 enum vt_host_kind { VT_DIRECT, VT_SIM };

@@ -166,39 +166,7 @@ static void isolate(const char *name, void (*body)(void))
 #define GPA0 0x100000ULL
 #define NPG 100 /* not a multiple of 64, and GPA0's gfn (256) is 64-aligned */
 
-enum op_kind { OP_END, OP_READ, OP_WRITE, OP_EXIT };
-struct op { enum op_kind kind; uint64_t gpa; uint64_t val; };
 
-static int guest_script(struct gpamm_vcpu *v, void *arg)
-{
-	for (struct op *o = arg; o->kind != OP_END; o++) {
-		if (o->kind == OP_READ)
-			o->val = gpamm_guest_read(v, o->gpa, 8);
-		else if (o->kind == OP_WRITE)
-			gpamm_guest_write(v, o->gpa, 8, o->val);
-		else if (o->kind == OP_EXIT)
-			gpamm_guest_exit(v);
-	}
-	return 0;
-}
-
-/* run to DONE; MMIO reads answer 0; returns the exit reason that stopped it */
-static uint32_t run_done(struct gpamm_vcpu *v)
-{
-	struct gpamm_run *run = gpamm_vcpu_run_state(v);
-
-	for (;;) {
-		int r = gpamm_vcpu_run(v);
-		if (r)
-			return 1000 + (uint32_t)-r;
-		if (run->exit_reason == GPAMM_EXIT_MMIO) {
-			if (!run->mmio.is_write)
-				memset(run->mmio.data, 0, 8);
-			continue;
-		}
-		return run->exit_reason;
-	}
-}
 
 struct drig {
 	struct gpamm_host *h;
@@ -280,15 +248,15 @@ ISOLATED_TEST(test_break_sim_call_on_null_host)
 ISOLATED_TEST(test_break_memslot_bad_args_unchanged)
 {
 	struct drig d;
-	struct op ops[] = { { OP_WRITE, GPA0 + 5 * PSZ, 0x1234 }, { OP_READ, GPA0 + 5 * PSZ, 0 },
-			    { OP_END, 0, 0 } };
+	struct vt_op ops[] = { { VT_OP_WRITE, GPA0 + 5 * PSZ, 0x1234 }, { VT_OP_READ, GPA0 + 5 * PSZ, 0 },
+			    { VT_OP_END, 0, 0 } };
 	gpamm_pte_t e0 = 0, e1 = 0;
 	uint8_t *other = vt_alloc(16 * PSZ, PS);
 
 	CHECK(other);
 	drig_create(&d, NPG, 0);
-	CHECK_EQ_INT(gpamm_vcpu_set_guest(d.v, guest_script, ops, 0), 0);
-	CHECK_EQ(run_done(d.v), GPAMM_EXIT_DONE);
+	CHECK_EQ_INT(gpamm_vcpu_set_guest(d.v, vt_guest_script, ops, 0), 0);
+	CHECK_EQ(vt_run_once(d.v, 0), GPAMM_EXIT_DONE);
 	CHECK_EQ_INT(gpamm_vm_translate(d.vm, GPA0 + 5 * PSZ, &e0, NULL), 0);
 	/* a second slot to collide with */
 	CHECK_EQ_INT(gpamm_vm_set_memory_region(d.vm, &(struct gpamm_userspace_memory_region){
@@ -352,8 +320,8 @@ ISOLATED_TEST(test_break_memslot_bad_args_unchanged)
 	/* the guest still sees slot 0 where it was, and nothing at slot 7's neighbours */
 	step("guest after the bad calls");
 	ops[0].val = 0x5678;
-	CHECK_EQ_INT(gpamm_vcpu_set_guest(d.v, guest_script, ops, 0), 0);
-	CHECK_EQ(run_done(d.v), GPAMM_EXIT_DONE);
+	CHECK_EQ_INT(gpamm_vcpu_set_guest(d.v, vt_guest_script, ops, 0), 0);
+	CHECK_EQ(vt_run_once(d.v, 0), GPAMM_EXIT_DONE);
 	EXPECT_EQ(ops[1].val, 0x5678);
 	drig_destroy(&d);
 	vt_free(other, 16 * PSZ);
@@ -361,25 +329,25 @@ ISOLATED_TEST(test_break_memslot_bad_args_unchanged)
 
 /* ---- 3. dirty-log calls: bad arguments, and bitmaps at the slot's end ------- */
 
-static void all_write_ops(struct op *ops, unsigned first, unsigned n)
+static void all_write_ops(struct vt_op *ops, unsigned first, unsigned n)
 {
 	for (unsigned i = 0; i < n; i++)
-		ops[i] = (struct op){ OP_WRITE, GPA0 + (first + i) * PSZ, 0x100 + first + i };
-	ops[n] = (struct op){ OP_END, 0, 0 };
+		ops[i] = (struct vt_op){ VT_OP_WRITE, GPA0 + (first + i) * PSZ, 0x100 + first + i };
+	ops[n] = (struct vt_op){ VT_OP_END, 0, 0 };
 }
 
 ISOLATED_TEST(test_break_dirty_log_bad_args_and_tail)
 {
 	struct drig d;
-	struct op ops[NPG + 1];
+	struct vt_op ops[NPG + 1];
 	uint64_t bm[2] = { 0, 0 }, want1;
 	uint64_t big[4] = { ~0ULL, ~0ULL, ~0ULL, ~0ULL };
 
 	drig_create(&d, NPG, GPAMM_MEM_LOG_DIRTY_PAGES);
 	CHECK_EQ_INT(gpamm_vm_enable_manual_dirty_log_protect(d.vm, GPAMM_DIRTY_LOG_MANUAL_PROTECT_ENABLE), 0);
 	all_write_ops(ops, 0, NPG);
-	CHECK_EQ_INT(gpamm_vcpu_set_guest(d.v, guest_script, ops, 0), 0);
-	CHECK_EQ(run_done(d.v), GPAMM_EXIT_DONE);
+	CHECK_EQ_INT(gpamm_vcpu_set_guest(d.v, vt_guest_script, ops, 0), 0);
+	CHECK_EQ(vt_run_once(d.v, 0), GPAMM_EXIT_DONE);
 	step("GET after writing every page");
 	CHECK_EQ_INT(gpamm_vm_get_dirty_log(d.vm, 0, bm), 0);
 	want1 = (1ULL << (NPG - 64)) - 1;
@@ -429,8 +397,8 @@ ISOLATED_TEST(test_break_dirty_log_bad_args_and_tail)
 	EXPECT_EQ_INT(gpamm_vm_clear_dirty_log(d.vm, 0, 64, 0, big), 0);
 	/* write the tail again: logged again */
 	all_write_ops(ops, 64, NPG - 64);
-	CHECK_EQ_INT(gpamm_vcpu_set_guest(d.v, guest_script, ops, 0), 0);
-	CHECK_EQ(run_done(d.v), GPAMM_EXIT_DONE);
+	CHECK_EQ_INT(gpamm_vcpu_set_guest(d.v, vt_guest_script, ops, 0), 0);
+	CHECK_EQ(vt_run_once(d.v, 0), GPAMM_EXIT_DONE);
 	CHECK_EQ_INT(gpamm_vm_get_dirty_log(d.vm, 0, bm), 0);
 	EXPECT_EQ(bm[1], want1);
 	drig_destroy(&d);
@@ -448,7 +416,7 @@ ISOLATED_TEST(test_break_dirty_log_unaligned_slot_straddles_table)
 	struct gpamm_vm *vm;
 	struct gpamm_vcpu *v;
 	uint8_t *mem = vt_alloc(np * PSZ, PS);
-	struct op ops[81];
+	struct vt_op ops[81];
 	uint64_t bm[2];
 
 	CHECK(h && mem);
@@ -458,10 +426,10 @@ ISOLATED_TEST(test_break_dirty_log_unaligned_slot_straddles_table)
 		.slot = 0, .flags = GPAMM_MEM_LOG_DIRTY_PAGES, .guest_phys_addr = gpa,
 		.memory_size = np * PSZ, .userspace_addr = (uintptr_t)mem }), 0);
 	for (unsigned i = 0; i < np; i++)
-		ops[i] = (struct op){ OP_WRITE, gpa + i * PSZ, i + 1 };
-	ops[np] = (struct op){ OP_END, 0, 0 };
-	CHECK_EQ_INT(gpamm_vcpu_set_guest(v, guest_script, ops, 0), 0);
-	CHECK_EQ(run_done(v), GPAMM_EXIT_DONE);
+		ops[i] = (struct vt_op){ VT_OP_WRITE, gpa + i * PSZ, i + 1 };
+	ops[np] = (struct vt_op){ VT_OP_END, 0, 0 };
+	CHECK_EQ_INT(gpamm_vcpu_set_guest(v, vt_guest_script, ops, 0), 0);
+	CHECK_EQ(vt_run_once(v, 0), GPAMM_EXIT_DONE);
 	CHECK_EQ_INT(gpamm_vm_get_dirty_log(vm, 0, bm), 0);
 	EXPECT_EQ(bm[0], ~0ULL);
 	EXPECT_EQ(bm[1], (1ULL << (np - 64)) - 1);
@@ -473,15 +441,15 @@ ISOLATED_TEST(test_break_dirty_log_unaligned_slot_straddles_table)
 			       (unsigned long long)(gpa / PSZ + i), (unsigned long long)e);
 		EXPECT_EQ(e & GPAMM_PTE_WRITEABLE, 0);
 	}
-	CHECK_EQ_INT(gpamm_vcpu_set_guest(v, guest_script, ops, 0), 0);
-	CHECK_EQ(run_done(v), GPAMM_EXIT_DONE);
+	CHECK_EQ_INT(gpamm_vcpu_set_guest(v, vt_guest_script, ops, 0), 0);
+	CHECK_EQ(vt_run_once(v, 0), GPAMM_EXIT_DONE);
 	CHECK_EQ_INT(gpamm_vm_get_dirty_log(vm, 0, bm), 0);
 	EXPECT_EQ(bm[0], ~0ULL);
 	EXPECT_EQ(bm[1], (1ULL << (np - 64)) - 1);
 	/* manual mode, CLEAR of the straddling words */
 	CHECK_EQ_INT(gpamm_vm_enable_manual_dirty_log_protect(vm, GPAMM_DIRTY_LOG_MANUAL_PROTECT_ENABLE), 0);
-	CHECK_EQ_INT(gpamm_vcpu_set_guest(v, guest_script, ops, 0), 0);
-	CHECK_EQ(run_done(v), GPAMM_EXIT_DONE);
+	CHECK_EQ_INT(gpamm_vcpu_set_guest(v, vt_guest_script, ops, 0), 0);
+	CHECK_EQ(vt_run_once(v, 0), GPAMM_EXIT_DONE);
 	CHECK_EQ_INT(gpamm_vm_get_dirty_log(vm, 0, bm), 0);
 	bm[0] = 0xf00000000000f00fULL; /* includes gfn 511/512 neighbourhood: bits 9, 10 */
 	bm[0] |= 3ULL << 9;
@@ -530,7 +498,7 @@ ISOLATED_TEST(test_break_vcpu_ring_tracking_bad_args)
 	CHECK_EQ_INT(gpamm_vcpu_set_guest(d.v, guest_ret7, NULL, 0), 0);
 	EXPECT_EQ_INT(gpamm_vcpu_set_guest(d.v, guest_ret7, NULL, SIZE_MAX), -ENOMEM);
 	EXPECT_EQ_INT(gpamm_vcpu_set_guest(d.v, guest_ret7, NULL, (size_t)1 << 47), -ENOMEM);
-	CHECK_EQ(run_done(d.v), GPAMM_EXIT_DONE);
+	CHECK_EQ(vt_run_once(d.v, 0), GPAMM_EXIT_DONE);
 	EXPECT_EQ_INT(gpamm_vcpu_run_state(d.v)->guest_ret, 7);
 	EXPECT_EQ_INT(gpamm_vcpu_run(d.v), -EINVAL); /* it already returned */
 
@@ -613,7 +581,7 @@ ISOLATED_TEST(test_break_tiny_guest_stack)
 	r = gpamm_vcpu_set_guest(d.v, guest_touch, NULL, 1);
 	if (r == 0) {
 		step("run on the tiny stack (guest faults a page)");
-		EXPECT_EQ(run_done(d.v), GPAMM_EXIT_DONE);
+		EXPECT_EQ(vt_run_once(d.v, 0), GPAMM_EXIT_DONE);
 		EXPECT_EQ_INT(gpamm_vcpu_run_state(d.v)->guest_ret, 0xabc);
 	} else {
 		EXPECT(r == -EINVAL || r == -ENOMEM);

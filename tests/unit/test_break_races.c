@@ -166,62 +166,9 @@ static void isolate(const char *name, void (*body)(void))
 #define NPAGES 64
 #define WBITS GPAMM_PTE_WRITEABLE
 
-enum op_kind { OP_END, OP_READ, OP_WRITE, OP_EXIT };
-struct op { enum op_kind kind; uint64_t gpa; uint64_t val; };
 
-static int guest_script(struct gpamm_vcpu *v, void *arg)
-{
-	for (struct op *o = arg; o->kind != OP_END; o++) {
-		if (o->kind == OP_READ)
-			o->val = gpamm_guest_read(v, o->gpa, 8);
-		else if (o->kind == OP_WRITE)
-			gpamm_guest_write(v, o->gpa, 8, o->val);
-		else if (o->kind == OP_EXIT)
-			gpamm_guest_exit(v);
-	}
-	return 0;
-}
 
-/* Run until a guest exit other than MMIO (reads answer 0); any thread. */
-static uint32_t run_once(struct gpamm_vcpu *v)
-{
-	struct gpamm_run *run = gpamm_vcpu_run_state(v);
 
-	for (;;) {
-		int r = gpamm_vcpu_run(v);
-		if (r)
-			return 1000 + (uint32_t)-r;
-		if (run->exit_reason != GPAMM_EXIT_MMIO)
-			return run->exit_reason;
-		if (!run->mmio.is_write)
-			memset(run->mmio.data, 0, sizeof(run->mmio.data));
-	}
-}
-
-struct vthread {
-	pthread_t tid;
-	struct gpamm_vcpu *v;
-	struct park_lot *lot;
-	uint32_t reason;
-};
-
-static void *vthread_main(void *arg)
-{
-	struct vthread *t = arg;
-
-	t->reason = run_once(t->v);
-	if (t->lot)
-		park_abort(t->lot);
-	return NULL;
-}
-
-static void vthread_start(struct vthread *t, struct gpamm_vcpu *v, struct park_lot *lot)
-{
-	t->v = v;
-	t->lot = lot;
-	t->reason = GPAMM_EXIT_NONE;
-	CHECK_EQ_INT(pthread_create(&t->tid, NULL, vthread_main, t), 0);
-}
 
 /* ---- a VM over the direct host inside a parking host ------------------------ */
 
@@ -427,13 +374,13 @@ static void guest_call_case(enum gcall what)
 	a.hva = hva;
 	CHECK_EQ_INT(gpamm_vcpu_set_guest(v, guest_call_during_event, &a, 0), 0);
 	step("guest maps page 0");
-	CHECK_EQ(run_once(v), GPAMM_EXIT_REQUEST);
+	CHECK_EQ(vt_run_once(v, 0), GPAMM_EXIT_REQUEST);
 	ev.h = h;
 	ev.hva = hva;
 	atomic_store(&ev_in_event, 0);
 	step("host event (MADV_DONTNEED of page 0) on another thread, guest calls the host meanwhile");
 	CHECK_EQ_INT(pthread_create(&ev.tid, NULL, ev_main, &ev), 0);
-	CHECK_EQ(run_once(v), GPAMM_EXIT_DONE);
+	CHECK_EQ(vt_run_once(v, 0), GPAMM_EXIT_DONE);
 	pthread_join(ev.tid, NULL);
 	EXPECT_EQ_INT(ev.ret, 0);
 	EXPECT_EQ_INT(a.ret, 0);
@@ -487,21 +434,21 @@ static void *mr_main(void *arg)
 static void test_log_on_during_fault(unsigned where, bool write_b)
 {
 	struct rig r;
-	struct vthread tb;
+	struct park_thread tb;
 	struct mr_thread m = { 0 };
 	const unsigned pg = 3;
-	struct op ops_b[] = { { write_b ? OP_WRITE : OP_READ, GPA0 + pg * PSZ, 0xb0b }, { OP_EXIT, 0, 0 },
-			      { OP_WRITE, GPA0 + pg * PSZ, 0xb1b }, { OP_END, 0, 0 } };
-	struct op ops_c[2];
+	struct vt_op ops_b[] = { { write_b ? VT_OP_WRITE : VT_OP_READ, GPA0 + pg * PSZ, 0xb0b }, { VT_OP_EXIT, 0, 0 },
+			      { VT_OP_WRITE, GPA0 + pg * PSZ, 0xb1b }, { VT_OP_END, 0, 0 } };
+	struct vt_op ops_c[2];
 	unsigned probe;
 	bool published = false;
 	uint64_t bm;
 	gpamm_pte_t e;
 
 	rig_create(&r, LOG_CLASSIC, 0);
-	CHECK_EQ_INT(gpamm_vcpu_set_guest(r.v[1], guest_script, ops_b, 0), 0);
+	CHECK_EQ_INT(gpamm_vcpu_set_guest(r.v[1], vt_guest_script, ops_b, 0), 0);
 	park_arm(r.lot, where, where == PARK_AT_GET ? r.hva + pg * PSZ : GPA0 + pg * PSZ, 0);
-	vthread_start(&tb, r.v[1], r.lot);
+	CHECK_EQ_INT(park_thread_start(&tb, r.v[1], r.lot, 0), 0);
 	CHECK(park_wait(r.lot, where));
 	step("B parked; VMM turns logging on");
 	m.vm = r.vm;
@@ -510,10 +457,10 @@ static void test_log_on_during_fault(unsigned where, bool write_b)
 	CHECK_EQ_INT(pthread_create(&m.tid, NULL, mr_main, &m), 0);
 	/* wait for the publish: C read-faults fresh pages until one maps clean */
 	for (probe = 10; probe < NPAGES && !published; probe++) {
-		ops_c[0] = (struct op){ OP_READ, GPA0 + probe * PSZ, 0 };
-		ops_c[1] = (struct op){ OP_END, 0, 0 };
-		CHECK_EQ_INT(gpamm_vcpu_set_guest(r.v[2], guest_script, ops_c, 0), 0);
-		CHECK_EQ(run_once(r.v[2]), GPAMM_EXIT_DONE);
+		ops_c[0] = (struct vt_op){ VT_OP_READ, GPA0 + probe * PSZ, 0 };
+		ops_c[1] = (struct vt_op){ VT_OP_END, 0, 0 };
+		CHECK_EQ_INT(gpamm_vcpu_set_guest(r.v[2], vt_guest_script, ops_c, 0), 0);
+		CHECK_EQ(vt_run_once(r.v[2], 0), GPAMM_EXIT_DONE);
 		e = pte_of(&r, probe);
 		CHECK(e);
 		published = !(e & WBITS);
@@ -539,7 +486,7 @@ static void test_log_on_during_fault(unsigned where, bool write_b)
 	CHECK_EQ_INT(gpamm_vm_get_dirty_log(r.vm, 0, &bm), 0);
 	EXPECT_EQ(bm & ~(1ULL << pg), 0);
 	tb.lot = NULL;
-	vthread_start(&tb, r.v[1], NULL);
+	CHECK_EQ_INT(park_thread_start(&tb, r.v[1], NULL, 0), 0);
 	pthread_join(tb.tid, NULL);
 	CHECK_EQ(tb.reason, GPAMM_EXIT_DONE);
 	CHECK_EQ_INT(gpamm_vm_get_dirty_log(r.vm, 0, &bm), 0);
@@ -570,21 +517,21 @@ ISOLATED_TEST(test_break_log_on_while_write_fault_seq)
 static void slot_change_during_fault(unsigned where, bool move, bool write_b)
 {
 	struct rig r;
-	struct vthread tb;
+	struct park_thread tb;
 	struct mr_thread m = { 0 };
 	const unsigned pg = 5;
 	const uint64_t newgpa = 0x800000;
-	struct op ops_b[] = { { write_b ? OP_WRITE : OP_READ, GPA0 + pg * PSZ, 0xb0b }, { OP_EXIT, 0, 0 },
-			      { OP_READ, GPA0 + pg * PSZ, 0 }, { OP_READ, newgpa + pg * PSZ, 0 },
-			      { OP_END, 0, 0 } };
+	struct vt_op ops_b[] = { { write_b ? VT_OP_WRITE : VT_OP_READ, GPA0 + pg * PSZ, 0xb0b }, { VT_OP_EXIT, 0, 0 },
+			      { VT_OP_READ, GPA0 + pg * PSZ, 0 }, { VT_OP_READ, newgpa + pg * PSZ, 0 },
+			      { VT_OP_END, 0, 0 } };
 	struct gpamm_vm_stats st;
 	uint64_t word = 0x77aa;
 
 	rig_create(&r, LOG_CLASSIC, 0);
 	memcpy(r.mem + pg * PSZ, &word, 8);
-	CHECK_EQ_INT(gpamm_vcpu_set_guest(r.v[1], guest_script, ops_b, 0), 0);
+	CHECK_EQ_INT(gpamm_vcpu_set_guest(r.v[1], vt_guest_script, ops_b, 0), 0);
 	park_arm(r.lot, where, where == PARK_AT_GET ? r.hva + pg * PSZ : GPA0 + pg * PSZ, 0);
-	vthread_start(&tb, r.v[1], r.lot);
+	CHECK_EQ_INT(park_thread_start(&tb, r.v[1], r.lot, 0), 0);
 	CHECK(park_wait(r.lot, where));
 	step("B parked; VMM %s slot 0", move ? "moves" : "deletes");
 	m.vm = r.vm;
@@ -601,7 +548,7 @@ static void slot_change_during_fault(unsigned where, bool move, bool write_b)
 	CHECK_EQ(tb.reason, GPAMM_EXIT_REQUEST);
 	EXPECT_EQ_INT(gpamm_vm_translate(r.vm, GPA0 + pg * PSZ, NULL, NULL), -ENOENT);
 	tb.lot = NULL;
-	vthread_start(&tb, r.v[1], NULL);
+	CHECK_EQ_INT(park_thread_start(&tb, r.v[1], NULL, 0), 0);
 	pthread_join(tb.tid, NULL);
 	CHECK_EQ(tb.reason, GPAMM_EXIT_DONE);
 	EXPECT_EQ(ops_b[2].val, 0);                    /* the old GPA is MMIO now */
@@ -632,16 +579,16 @@ ISOLATED_TEST(test_break_move_while_fault_in_get_page)
 static void host_gone_during_fault(unsigned where)
 {
 	struct rig r;
-	struct vthread tb;
+	struct park_thread tb;
 	const unsigned pg = 2;
-	struct op ops_b[] = { { OP_WRITE, GPA0 + pg * PSZ, 0xb0b }, { OP_END, 0, 0 } };
+	struct vt_op ops_b[] = { { VT_OP_WRITE, GPA0 + pg * PSZ, 0xb0b }, { VT_OP_END, 0, 0 } };
 	struct gpamm_vm_stats st;
 	uint64_t bm[1];
 
 	rig_create(&r, LOG_CLASSIC, GPAMM_MEM_LOG_DIRTY_PAGES);
-	CHECK_EQ_INT(gpamm_vcpu_set_guest(r.v[1], guest_script, ops_b, 0), 0);
+	CHECK_EQ_INT(gpamm_vcpu_set_guest(r.v[1], vt_guest_script, ops_b, 0), 0);
 	park_arm(r.lot, where, where == PARK_AT_GET ? r.hva + pg * PSZ : GPA0 + pg * PSZ, 0);
-	vthread_start(&tb, r.v[1], r.lot);
+	CHECK_EQ_INT(park_thread_start(&tb, r.v[1], r.lot, 0), 0);
 	CHECK(park_wait(r.lot, where));
 	step("B parked; the owner destroys the (inner) host");
 	gpamm_host_destroy(r.inner);
@@ -687,14 +634,14 @@ ISOLATED_TEST(test_break_host_gone_while_fault_seq)
 ISOLATED_TEST(test_break_host_gone_during_delete)
 {
 	struct rig r;
-	struct vthread tb;
+	struct park_thread tb;
 	struct mr_thread m = { 0 };
-	struct op ops_b[] = { { OP_READ, GPA0, 0 }, { OP_END, 0, 0 } };
+	struct vt_op ops_b[] = { { VT_OP_READ, GPA0, 0 }, { VT_OP_END, 0, 0 } };
 
 	rig_create(&r, LOG_CLASSIC, 0);
-	CHECK_EQ_INT(gpamm_vcpu_set_guest(r.v[1], guest_script, ops_b, 0), 0);
+	CHECK_EQ_INT(gpamm_vcpu_set_guest(r.v[1], vt_guest_script, ops_b, 0), 0);
 	park_arm(r.lot, GPAMM_PAUSE_FAULT_PINNED, GPA0, 0);
-	vthread_start(&tb, r.v[1], r.lot);
+	CHECK_EQ_INT(park_thread_start(&tb, r.v[1], r.lot, 0), 0);
 	CHECK(park_wait(r.lot, GPAMM_PAUSE_FAULT_PINNED));
 	m.vm = r.vm;
 	m.r = (struct gpamm_userspace_memory_region){ .slot = 0 };
@@ -721,20 +668,20 @@ ISOLATED_TEST(test_break_host_gone_during_delete)
 static void write_write_round(enum log_mode mode)
 {
 	struct rig r;
-	struct vthread tb;
+	struct park_thread tb;
 	const unsigned pg = 4;
 	const uint64_t gpa = GPA0 + pg * PSZ;
-	struct op ops_a[] = { { OP_WRITE, gpa, 0xa1 }, { OP_EXIT, 0, 0 }, { OP_WRITE, gpa, 0xa2 }, { OP_END, 0, 0 } };
-	struct op ops_b[] = { { OP_WRITE, gpa, 0xb1 }, { OP_END, 0, 0 } };
+	struct vt_op ops_a[] = { { VT_OP_WRITE, gpa, 0xa1 }, { VT_OP_EXIT, 0, 0 }, { VT_OP_WRITE, gpa, 0xa2 }, { VT_OP_END, 0, 0 } };
+	struct vt_op ops_b[] = { { VT_OP_WRITE, gpa, 0xb1 }, { VT_OP_END, 0, 0 } };
 	uint64_t bm1, bm2, bm3, word;
 
 	rig_create(&r, mode, GPAMM_MEM_LOG_DIRTY_PAGES);
-	CHECK_EQ_INT(gpamm_vcpu_set_guest(r.v[0], guest_script, ops_a, 0), 0);
-	CHECK_EQ_INT(gpamm_vcpu_set_guest(r.v[1], guest_script, ops_b, 0), 0);
+	CHECK_EQ_INT(gpamm_vcpu_set_guest(r.v[0], vt_guest_script, ops_a, 0), 0);
+	CHECK_EQ_INT(gpamm_vcpu_set_guest(r.v[1], vt_guest_script, ops_b, 0), 0);
 	park_arm(r.lot, GPAMM_PAUSE_FAULT_PINNED, gpa, 0);
-	vthread_start(&tb, r.v[1], r.lot);
+	CHECK_EQ_INT(park_thread_start(&tb, r.v[1], r.lot, 0), 0);
 	CHECK(park_wait(r.lot, GPAMM_PAUSE_FAULT_PINNED));
-	CHECK_EQ(run_once(r.v[0]), GPAMM_EXIT_REQUEST);
+	CHECK_EQ(vt_run_once(r.v[0], 0), GPAMM_EXIT_REQUEST);
 	bm1 = log_round(&r);
 	EXPECT(bm1 & (1ULL << pg));
 	EXPECT_EQ(pte_of(&r, pg) & WBITS, 0);
@@ -749,7 +696,7 @@ static void write_write_round(enum log_mode mode)
 		printf("# %s: B's write after round 1 not reported by round 2 (0x%llx)\n",
 		       mode_name[mode], (unsigned long long)bm2);
 	EXPECT(bm2 & (1ULL << pg));
-	CHECK_EQ(run_once(r.v[0]), GPAMM_EXIT_DONE);
+	CHECK_EQ(vt_run_once(r.v[0], 0), GPAMM_EXIT_DONE);
 	bm3 = log_round(&r);
 	EXPECT(bm3 & (1ULL << pg));
 	rig_destroy(&r);
@@ -770,32 +717,32 @@ ISOLATED_TEST(test_break_write_write_round_ring) { write_write_round(LOG_RING); 
 ISOLATED_TEST(test_break_ring_full_mid_fault)
 {
 	struct rig r;
-	struct vthread tb;
-	struct op ops[NPAGES + 2];
+	struct park_thread tb;
+	struct vt_op ops[NPAGES + 2];
 	uint64_t word;
 	unsigned n = 0;
 	uint64_t bm;
 
 	rig_create(&r, LOG_RING, GPAMM_MEM_LOG_DIRTY_PAGES);
 	for (unsigned i = 0; i < 63; i++)
-		ops[i] = (struct op){ OP_WRITE, GPA0 + i * PSZ, 0x100 + i };
-	ops[63] = (struct op){ OP_WRITE, GPA0 + 63 * PSZ, 0x1063 };
-	ops[64] = (struct op){ OP_READ, GPA0 + 63 * PSZ, 0 };
-	ops[65] = (struct op){ OP_END, 0, 0 };
-	CHECK_EQ_INT(gpamm_vcpu_set_guest(r.v[1], guest_script, ops, 0), 0);
+		ops[i] = (struct vt_op){ VT_OP_WRITE, GPA0 + i * PSZ, 0x100 + i };
+	ops[63] = (struct vt_op){ VT_OP_WRITE, GPA0 + 63 * PSZ, 0x1063 };
+	ops[64] = (struct vt_op){ VT_OP_READ, GPA0 + 63 * PSZ, 0 };
+	ops[65] = (struct vt_op){ VT_OP_END, 0, 0 };
+	CHECK_EQ_INT(gpamm_vcpu_set_guest(r.v[1], vt_guest_script, ops, 0), 0);
 	park_arm(r.lot, GPAMM_PAUSE_FAULT_PINNED, GPA0 + 63 * PSZ, 0);
-	vthread_start(&tb, r.v[1], r.lot);
+	CHECK_EQ_INT(park_thread_start(&tb, r.v[1], r.lot, 0), 0);
 	CHECK(park_wait(r.lot, GPAMM_PAUSE_FAULT_PINNED));
 	park_release(r.lot, GPAMM_PAUSE_FAULT_PINNED);
 	pthread_join(tb.tid, NULL);
 	EXPECT_EQ(tb.reason, GPAMM_EXIT_DIRTY_RING_FULL);
 	/* not reset: it will not run */
-	EXPECT_EQ(run_once(r.v[1]), GPAMM_EXIT_DIRTY_RING_FULL);
+	EXPECT_EQ(vt_run_once(r.v[1], 0), GPAMM_EXIT_DIRTY_RING_FULL);
 	bm = ring_harvest(&r, &n);
 	EXPECT_EQ(n, 64);
 	EXPECT_EQ(bm, ~0ULL);
 	EXPECT_EQ_INT(gpamm_vm_reset_dirty_rings(r.vm), 64);
-	EXPECT_EQ(run_once(r.v[1]), GPAMM_EXIT_DONE);
+	EXPECT_EQ(vt_run_once(r.v[1], 0), GPAMM_EXIT_DONE);
 	EXPECT_EQ(ops[64].val, 0x1063);
 	memcpy(&word, r.mem + 63 * PSZ, 8);
 	EXPECT_EQ(word, 0x1063);
@@ -845,7 +792,7 @@ ISOLATED_TEST(test_break_checking_no_false_stale_churn)
 	struct gpamm_vm *vm;
 	struct gpamm_vcpu *v;
 	struct churn_guest g = { 0 };
-	struct vthread t;
+	struct park_thread t;
 	struct gpamm_vm_stats st;
 	uint64_t hva_a, hva_b;
 
@@ -858,7 +805,7 @@ ISOLATED_TEST(test_break_checking_no_false_stale_churn)
 	CHECK_EQ_INT(gpamm_vm_set_memory_region(vm, &(struct gpamm_userspace_memory_region){
 		.slot = 0, .guest_phys_addr = GPA0, .memory_size = 8 * PSZ, .userspace_addr = hva_a }), 0);
 	CHECK_EQ_INT(gpamm_vcpu_set_guest(v, guest_hammer, &g, 0), 0);
-	vthread_start(&t, v, NULL);
+	CHECK_EQ_INT(park_thread_start(&t, v, NULL, 0), 0);
 	for (unsigned round = 0; round < 200; round++) {
 		uint64_t base = 0x1000000 + (round % 4) * 0x100000;
 

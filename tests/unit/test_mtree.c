@@ -144,10 +144,102 @@ static void test_overlaps_stops_and_height(void)
 	ASSERT(!root);
 }
 
+/* ---- mtree corner cases -------------------------------------------------------- */
+
+
+struct collect { struct mtree_node *got[64]; unsigned n, stop_after; };
+static bool collect(struct mtree_node *n, void *arg)
+{
+	struct collect *c = arg;
+
+	c->got[c->n++] = n;
+	return c->stop_after && c->n == c->stop_after;
+}
+
+static void test_mtree_corners(void)
+{
+	static struct mtree_node nd[40], stranger;
+	struct mtree_node *root = NULL;
+	unsigned count = 0;
+	struct collect c;
+
+	/* 20 aliases of one key with different ends, 20 nodes near the top */
+	for (unsigned i = 0; i < 20; i++) {
+		nd[i].key = 1000;
+		nd[i].end = 1001 + i * 10;
+		root = mtree_insert(root, &nd[i]);
+	}
+	for (unsigned i = 20; i < 40; i++) {
+		nd[i].key = UINT64_MAX - 4096 * (40 - i);
+		nd[i].end = nd[i].key + 4096 * 2; /* overlapping its neighbour; the last ends at
+						     * 2^64 + 4096: wraps, so keep it below */
+		if (nd[i].end < nd[i].key)
+			nd[i].end = UINT64_MAX;
+		root = mtree_insert(root, &nd[i]);
+	}
+	check(root, NULL, NULL, &count);
+	ASSERT_EQ(count, 40);
+	/* removing a node that is not in the tree (same key as the aliases) changes nothing */
+	stranger.key = 1000;
+	stranger.end = 5000;
+	root = mtree_remove(root, &stranger);
+	count = 0;
+	check(root, NULL, NULL, &count);
+	ASSERT_EQ(count, 40);
+	/* interval search: [1095, 1096) meets only the aliases with end > 1095 */
+	memset(&c, 0, sizeof(c));
+	ASSERT(!mtree_overlaps(root, 1095, 1096, collect, &c));
+	ASSERT_EQ(c.n, 10);
+	for (unsigned k = 0; k < c.n; k++)
+		ASSERT(c.got[k]->key == 1000 && c.got[k]->end > 1095);
+	/* an empty-looking range just at a boundary: [end, ...) of an alias does not meet it */
+	memset(&c, 0, sizeof(c));
+	ASSERT(!mtree_overlaps(root, 1191, 1192, collect, &c));
+	ASSERT_EQ(c.n, 0);
+	memset(&c, 0, sizeof(c));
+	ASSERT(!mtree_overlaps(root, 0, 1000, collect, &c));
+	ASSERT_EQ(c.n, 0);
+	/* the top: a search to UINT64_MAX finds all 20 near-top nodes in key order */
+	memset(&c, 0, sizeof(c));
+	ASSERT(!mtree_overlaps(root, UINT64_MAX - 4096 * 40, UINT64_MAX, collect, &c));
+	ASSERT_EQ(c.n, 20);
+	for (unsigned k = 1; k < c.n; k++)
+		ASSERT(c.got[k]->key > c.got[k - 1]->key);
+	memset(&c, 0, sizeof(c));
+	ASSERT(!mtree_overlaps(root, UINT64_MAX - 1, UINT64_MAX, collect, &c));
+	ASSERT_EQ(c.n, 2); /* the last node and the one before (it ends at the top) */
+	/* early stop */
+	memset(&c, 0, sizeof(c));
+	c.stop_after = 3;
+	ASSERT(mtree_overlaps(root, 0, UINT64_MAX, collect, &c));
+	ASSERT_EQ(c.n, 3);
+	/* floor with aliases: a node with key 1000; below it none */
+	ASSERT(mtree_floor(root, 999) == NULL);
+	ASSERT(mtree_floor(root, 1000) && mtree_floor(root, 1000)->key == 1000);
+	ASSERT(mtree_floor(root, UINT64_MAX) == &nd[39]);
+	/* remove every alias in a scrambled order, checking shape and search */
+	for (unsigned i = 0; i < 20; i++) {
+		unsigned j = (i * 7) % 20;
+		root = mtree_remove(root, &nd[j]);
+		count = 0;
+		check(root, NULL, NULL, &count);
+		ASSERT_EQ(count, 39 - i);
+		memset(&c, 0, sizeof(c));
+		mtree_overlaps(root, 1000, 1001, collect, &c);
+		ASSERT_EQ(c.n, 19 - i);
+	}
+	/* removing twice: the second finds nothing */
+	root = mtree_remove(root, &nd[5]);
+	count = 0;
+	check(root, NULL, NULL, &count);
+	ASSERT_EQ(count, 20);
+}
+
 int main(int argc, char **argv)
 {
 	tap_init(argc, argv);
 	TEST(test_random_against_model);
 	TEST(test_overlaps_stops_and_height);
+	TEST(test_mtree_corners);
 	return tap_done();
 }

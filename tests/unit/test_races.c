@@ -40,84 +40,10 @@
 
 /* ---- scripted guests ------------------------------------------------------ */
 
-enum op_kind { OP_END, OP_READ, OP_WRITE, OP_EXIT };
 
-struct op {
-	enum op_kind kind;
-	uint64_t gpa;
-	uint64_t val; /* written, or what a read returned */
-};
 
-/* Runs the ops in order; OP_EXIT leaves with GPAMM_EXIT_REQUEST and the
- * next run goes on with the op after it. */
-static int guest_script(struct gpamm_vcpu *v, void *arg)
-{
-	struct op *o;
 
-	for (o = arg; o->kind != OP_END; o++) {
-		switch (o->kind) {
-		case OP_READ:
-			o->val = gpamm_guest_read(v, o->gpa, 8);
-			break;
-		case OP_WRITE:
-			gpamm_guest_write(v, o->gpa, 8, o->val);
-			break;
-		case OP_EXIT:
-			gpamm_guest_exit(v);
-			break;
-		default:
-			break;
-		}
-	}
-	return 0;
-}
 
-/* Run until a guest exit or the end, answering MMIO reads with 0; returns
- * the exit reason (any thread: no ASSERT). */
-static uint32_t run_once(struct gpamm_vcpu *v)
-{
-	struct gpamm_run *run = gpamm_vcpu_run_state(v);
-
-	for (;;) {
-		if (gpamm_vcpu_run(v))
-			return GPAMM_EXIT_INTERNAL_ERROR;
-		if (run->exit_reason != GPAMM_EXIT_MMIO)
-			return run->exit_reason;
-		if (!run->mmio.is_write)
-			memset(run->mmio.data, 0, sizeof(run->mmio.data));
-	}
-}
-
-/* A vCPU on a thread of its own; it aborts the lot when its run returns, so
- * that a park_wait() for a trap its guest never reached returns false. */
-struct vthread {
-	pthread_t tid;
-	struct gpamm_vcpu *v;
-	struct park_lot *lot;
-	uint32_t reason;
-};
-
-static void *vthread_main(void *arg)
-{
-	struct vthread *t = arg;
-
-	t->reason = run_once(t->v);
-	park_abort(t->lot);
-	return NULL;
-}
-
-static void vthread_start(struct vthread *t, struct gpamm_vcpu *v, struct park_lot *lot)
-{
-	t->v = v;
-	t->lot = lot;
-	t->reason = GPAMM_EXIT_NONE;
-	ASSERT_EQ_INT(pthread_create(&t->tid, NULL, vthread_main, t), 0);
-}
-
-static void vthread_join(struct vthread *t)
-{
-	pthread_join(t->tid, NULL);
-}
 
 /* ---- a VM over the direct host inside a parking host ---------------------- */
 
@@ -240,39 +166,39 @@ static void lost_dirty_write(enum log_mode mode)
 	const unsigned pg = 3;
 	const uint64_t gpa = GPA0 + pg * PSZ;
 	struct rig r;
-	struct vthread tb;
+	struct park_thread tb;
 	gpamm_pte_t ea = 0, eb = 0;
 	uint64_t bm1, bm2, word;
 	uint32_t reason;
 	bool parked, reported;
 	int ret;
 	unsigned manual = mode == LOG_MANUAL ? GPAMM_DIRTY_LOG_MANUAL_PROTECT_ENABLE : 0;
-	struct op ops_a[] = {
-		{ OP_WRITE, gpa, 0xa1 }, { OP_EXIT, 0, 0 }, { OP_WRITE, gpa, 0xa2 }, { OP_END, 0, 0 },
+	struct vt_op ops_a[] = {
+		{ VT_OP_WRITE, gpa, 0xa1 }, { VT_OP_EXIT, 0, 0 }, { VT_OP_WRITE, gpa, 0xa2 }, { VT_OP_END, 0, 0 },
 	};
-	struct op ops_b[] = { { OP_READ, gpa, 0 }, { OP_END, 0, 0 } };
+	struct vt_op ops_b[] = { { VT_OP_READ, gpa, 0 }, { VT_OP_END, 0, 0 } };
 
 	rig_create(&r, mode, manual, GPAMM_MEM_LOG_DIRTY_PAGES, 2);
-	ASSERT_EQ_INT(gpamm_vcpu_set_guest(r.v[0], guest_script, ops_a, 0), 0);
-	ASSERT_EQ_INT(gpamm_vcpu_set_guest(r.v[1], guest_script, ops_b, 0), 0);
+	ASSERT_EQ_INT(gpamm_vcpu_set_guest(r.v[0], vt_guest_script, ops_a, 0), 0);
+	ASSERT_EQ_INT(gpamm_vcpu_set_guest(r.v[1], vt_guest_script, ops_b, 0), 0);
 
 	/* B read-faults P and stops inside get_page, P pinned, no lock held */
 	park_arm(r.lot, PARK_AT_GET, r.hva + pg * PSZ, 0);
-	vthread_start(&tb, r.v[1], r.lot);
+	ASSERT_EQ_INT(park_thread_start(&tb, r.v[1], r.lot, 0), 0);
 	parked = park_wait(r.lot, PARK_AT_GET);
 	if (!parked) {
 		park_abort(r.lot);
-		vthread_join(&tb);
+		park_thread_join(&tb);
 	}
 	ASSERT_MSG(parked, "vCPU B never reached get_page for P");
 
 	/* A write-faults P: dirty entry, P logged, its TLB holds P writable */
-	reason = run_once(r.v[0]);
+	reason = vt_run_once(r.v[0], 0);
 	ret = gpamm_vm_translate(r.vm, gpa, &ea, NULL);
 
 	/* B's slow path goes on and finishes over A's entry */
 	park_release(r.lot, PARK_AT_GET);
-	vthread_join(&tb);
+	park_thread_join(&tb);
 	ASSERT_EQ(reason, GPAMM_EXIT_REQUEST);
 	ASSERT_EQ(tb.reason, GPAMM_EXIT_DONE);
 	ASSERT_EQ_INT(ret, 0);
@@ -293,7 +219,7 @@ static void lost_dirty_write(enum log_mode mode)
 		  mode_name[mode]);
 
 	/* A writes P again, through its TLB if nobody flushed it */
-	reason = run_once(r.v[0]);
+	reason = vt_run_once(r.v[0], 0);
 	ASSERT_EQ(reason, GPAMM_EXIT_DONE);
 	memcpy(&word, r.mem + pg * PSZ, 8);
 	ASSERT_EQ(word, 0xa2);
@@ -327,13 +253,13 @@ static void test_lost_dirty_write_ring(void)
 /* Guest: one access of each of pages [first, first + n) of the slot. */
 static void touch(struct rig *r, unsigned first, unsigned n, bool write)
 {
-	struct op ops[NPAGES + 1];
+	struct vt_op ops[NPAGES + 1];
 
 	memset(ops, 0, sizeof(ops));
 	for (unsigned i = 0; i < n; i++)
-		ops[i] = (struct op){ write ? OP_WRITE : OP_READ, GPA0 + (first + i) * PSZ, 0x77 };
-	ASSERT_EQ_INT(gpamm_vcpu_set_guest(r->v[0], guest_script, ops, 0), 0);
-	ASSERT_EQ(run_once(r->v[0]), GPAMM_EXIT_DONE);
+		ops[i] = (struct vt_op){ write ? VT_OP_WRITE : VT_OP_READ, GPA0 + (first + i) * PSZ, 0x77 };
+	ASSERT_EQ_INT(gpamm_vcpu_set_guest(r->v[0], vt_guest_script, ops, 0), 0);
+	ASSERT_EQ(vt_run_once(r->v[0], 0), GPAMM_EXIT_DONE);
 }
 
 /* The host takes page @pg away (start and end): no translation left. */
@@ -494,10 +420,10 @@ static void test_flush_ring_reset_unmapped(void)
 static void inval_case(int64_t start_off, int64_t end_off, unsigned page, bool held)
 {
 	struct rig r;
-	struct vthread t;
+	struct park_thread t;
 	const uint64_t pattern = 0x5eed0000cafe0000ULL + page;
 	uint64_t hbase, s, e, gpa;
-	struct op ops[2];
+	struct vt_op ops[2];
 	struct gpamm_vm_stats st;
 	gpamm_pte_t pte = 0;
 	bool parked;
@@ -510,14 +436,14 @@ static void inval_case(int64_t start_off, int64_t end_off, unsigned page, bool h
 	e = hbase + end_off;
 	gpa = GPA0 + (1 + page) * PSZ;
 	memcpy(r.mem + (1 + page) * PSZ, &pattern, 8);
-	ops[0] = (struct op){ OP_READ, gpa, 0 };
-	ops[1] = (struct op){ OP_END, 0, 0 };
-	ASSERT_EQ_INT(gpamm_vcpu_set_guest(r.v[0], guest_script, ops, 0), 0);
+	ops[0] = (struct vt_op){ VT_OP_READ, gpa, 0 };
+	ops[1] = (struct vt_op){ VT_OP_END, 0, 0 };
+	ASSERT_EQ_INT(gpamm_vcpu_set_guest(r.v[0], vt_guest_script, ops, 0), 0);
 
 	park_host_invalidate_start(r.ph, s, e);
 	/* the second pin is the fault's retry */
 	park_arm(r.lot, GPAMM_PAUSE_FAULT_PINNED, gpa, 1);
-	vthread_start(&t, r.v[0], r.lot);
+	ASSERT_EQ_INT(park_thread_start(&t, r.v[0], r.lot, 0), 0);
 	parked = park_wait(r.lot, GPAMM_PAUSE_FAULT_PINNED);
 	/* parked: the retry is stopped; not parked: the guest ended */
 	r_open = gpamm_vm_translate(r.vm, gpa, &pte, NULL);
@@ -526,7 +452,7 @@ static void inval_case(int64_t start_off, int64_t end_off, unsigned page, bool h
 		park_release(r.lot, GPAMM_PAUSE_FAULT_PINNED);
 	/* (the released fault spins on its retry until here) */
 	park_host_invalidate_end(r.ph, s, e);
-	vthread_join(&t);
+	park_thread_join(&t);
 	hits_end = park_hits(r.lot, GPAMM_PAUSE_FAULT_PINNED);
 	r_after = gpamm_vm_translate(r.vm, gpa, &pte, NULL);
 	gpamm_vm_stats(r.vm, &st);

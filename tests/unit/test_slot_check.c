@@ -30,26 +30,6 @@
 #define MMIO_VAL 0x6d6d696f6d6d696fULL
 
 
-enum op_kind { OP_END, OP_READ, OP_WRITE, OP_EXIT };
-
-struct op {
-	enum op_kind kind;
-	uint64_t gpa;
-	uint64_t val;
-};
-
-static int guest_script(struct gpamm_vcpu *v, void *arg)
-{
-	for (struct op *o = arg; o->kind != OP_END; o++) {
-		if (o->kind == OP_READ)
-			o->val = gpamm_guest_read(v, o->gpa, 8);
-		else if (o->kind == OP_WRITE)
-			gpamm_guest_write(v, o->gpa, 8, o->val);
-		else if (o->kind == OP_EXIT)
-			gpamm_guest_exit(v);
-	}
-	return 0;
-}
 
 struct env {
 	struct gpamm_host *h;
@@ -125,15 +105,15 @@ enum change { CH_DELETE, CH_MOVE };
 static uint64_t after_change(enum change ch, bool inject, uint64_t *second, unsigned *mmio)
 {
 	struct env e;
-	struct op ops[] = {
-		{ OP_READ, G_OLD, 0 }, { OP_EXIT, 0, 0 }, { OP_READ, G_OLD, 0 },
-		{ OP_END, 0, 0 },
+	struct vt_op ops[] = {
+		{ VT_OP_READ, G_OLD, 0 }, { VT_OP_EXIT, 0, 0 }, { VT_OP_READ, G_OLD, 0 },
+		{ VT_OP_END, 0, 0 },
 	};
 	uint64_t n, first;
 	gpamm_pte_t pte;
 
 	env_create(&e);
-	ASSERT_EQ_INT(gpamm_vcpu_set_guest(e.v, guest_script, ops, 0), 0);
+	ASSERT_EQ_INT(gpamm_vcpu_set_guest(e.v, vt_guest_script, ops, 0), 0);
 	ASSERT_EQ(run_once(&e), GPAMM_EXIT_REQUEST);
 	first = ops[0].val;
 	ASSERT_EQ_INT(gpamm_vm_translate(e.vm, G_OLD, &pte, NULL), 0);
@@ -159,10 +139,10 @@ static uint64_t after_change(enum change ch, bool inject, uint64_t *second, unsi
 
 	if (ch == CH_MOVE) {
 		/* the slot's pages are at the new GPA */
-		struct op o2[] = { { OP_READ, G_NEW + PSZ, 0 }, { OP_END, 0, 0 } };
+		struct vt_op o2[] = { { VT_OP_READ, G_NEW + PSZ, 0 }, { VT_OP_END, 0, 0 } };
 
 		ASSERT_EQ_INT(gpamm_vm_inject(e.vm, 0), 0);
-		ASSERT_EQ_INT(gpamm_vcpu_set_guest(e.v, guest_script, o2, 0), 0);
+		ASSERT_EQ_INT(gpamm_vcpu_set_guest(e.v, vt_guest_script, o2, 0), 0);
 		ASSERT_EQ(run_once(&e), GPAMM_EXIT_DONE);
 		ASSERT_EQ(o2[0].val, 0x1001);
 		ASSERT_EQ(stale(&e), n);          /* a proper access adds nothing */
@@ -220,21 +200,21 @@ static void test_control_move(void)
 static void test_control_normal(void)
 {
 	struct env e;
-	struct op ops[3 * NP + 4];
+	struct vt_op ops[3 * NP + 4];
 	unsigned k = 0;
 
 	env_create(&e);
 	for (unsigned i = 0; i < NP; i++)
-		ops[k++] = (struct op){ OP_READ, G_OLD + i * PSZ, 0 };
-	ops[k++] = (struct op){ OP_EXIT, 0, 0 };
+		ops[k++] = (struct vt_op){ VT_OP_READ, G_OLD + i * PSZ, 0 };
+	ops[k++] = (struct vt_op){ VT_OP_EXIT, 0, 0 };
 	for (unsigned i = 0; i < NP; i++)
-		ops[k++] = (struct op){ OP_WRITE, G_OLD + i * PSZ + 16, 0x2000 + i };
-	ops[k++] = (struct op){ OP_EXIT, 0, 0 };
+		ops[k++] = (struct vt_op){ VT_OP_WRITE, G_OLD + i * PSZ + 16, 0x2000 + i };
+	ops[k++] = (struct vt_op){ VT_OP_EXIT, 0, 0 };
 	for (unsigned i = 0; i < NP; i++)
-		ops[k++] = (struct op){ OP_READ, G_OLD + i * PSZ + 16, 0 };
-	ops[k++] = (struct op){ OP_READ, G_OLD, 0 };
-	ops[k] = (struct op){ OP_END, 0, 0 };
-	ASSERT_EQ_INT(gpamm_vcpu_set_guest(e.v, guest_script, ops, 0), 0);
+		ops[k++] = (struct vt_op){ VT_OP_READ, G_OLD + i * PSZ + 16, 0 };
+	ops[k++] = (struct vt_op){ VT_OP_READ, G_OLD, 0 };
+	ops[k] = (struct vt_op){ VT_OP_END, 0, 0 };
+	ASSERT_EQ_INT(gpamm_vcpu_set_guest(e.v, vt_guest_script, ops, 0), 0);
 
 	ASSERT_EQ(run_once(&e), GPAMM_EXIT_REQUEST);
 	/* logging on (write-protects the slot) between the exits */
