@@ -94,33 +94,23 @@ static bool fault_must_retry(struct gpamm_vm *vm, uint64_t seq, uint64_t hva)
  * The page may have been mapped by another vCPU since this fault looked:
  * then the entry is never downgraded (a write fault may have made it dirty
  * and logged it, and that vCPU's TLB may cache it writable): only the bits
- * this fault adds are set, atomically (a walker with PTW may set DIRTY
- * meanwhile). Another page there (which the retry check rules out) is
- * replaced, with a remote flush before the lock is dropped.
- * Context: MMU lock held, retry check passed.
- * Return: the entry the page is mapped with now; *@old the one before (0: none).
+ * this fault adds are set (gpamm_pgt_map_upgrade). Another page there
+ * (which the retry check rules out) is replaced, with a remote flush before
+ * the lock is dropped. Context: MMU lock held, retry check passed.
+ * Return: the entry the page is mapped with now; *@oldp the one before (0: none).
  */
 static gpamm_pte_t fault_install(struct gpamm_vcpu *vcpu, uint64_t gpa, gpamm_pte_t want,
 				 gpamm_pte_t *oldp)
 {
 	struct gpamm_vm *vm = vcpu->vm;
 	const unsigned ps = vm->geom.page_shift;
-	gpamm_pte_t old, now;
-	unsigned level;
-	int r;
+	gpamm_pte_t now;
+	int r = gpamm_pgt_map_upgrade(&vm->pgt, gpa, want, &vcpu->mc, oldp, &now);
 
-	old = gpamm_pgt_lookup(&vm->pgt, gpa, &level);
-	*oldp = old;
-	if (old && level == 0 && gpamm_pte_pfn(old, ps) == gpamm_pte_pfn(want, ps)) {
-		r = gpamm_pgt_update_leaf(&vm->pgt, gpa, want & ~old, 0, NULL, &now);
-		GPAMM_BUG_ON(r < 0);
-		return now;
-	}
-	r = gpamm_pgt_map(&vm->pgt, gpa, 0, want, &vcpu->mc);
 	GPAMM_BUG_ON(r < 0);
-	if (old)
+	if (gpamm_pte_present(*oldp) && gpamm_pte_pfn(*oldp, ps) != gpamm_pte_pfn(want, ps))
 		gpamm_flush_remote_tlbs(vm); /* a different page: a removal */
-	return want;
+	return now;
 }
 
 static enum fault_result fault_slow(struct gpamm_vcpu *vcpu, uint64_t gpa, bool write)
@@ -305,7 +295,8 @@ static bool hva_range_slot(struct gpamm_memslot *s, void *arg)
 
 /*
  * Apply @op to the GFNs of every slot (INVALID ones too: their translations
- * may still exist) that maps part of the HVA range [start, end): only the
+ * may still exist) that maps part of the page-aligned HVA range [start,
+ * end) (hva_pages() made it so): only the
  * slots the range meets, found through the set's HVA interval tree.
  * Return: leaf entries changed (HVA_TEST_YOUNG: 1 if any was young).
  * Context: MMU lock held.
@@ -313,9 +304,8 @@ static bool hva_range_slot(struct gpamm_memslot *s, void *arg)
 static uint64_t for_each_hva_range(struct gpamm_vm *vm, uint64_t start, uint64_t end,
 				   enum hva_op op)
 {
-	struct hva_range_op o = { .vm = vm, .op = op };
+	struct hva_range_op o = { .vm = vm, .start = start, .end = end, .op = op };
 
-	hva_pages(vm, start, end, &o.start, &o.end);
 	gpamm_memslots_hva_overlaps(vm->slots_locked, o.start, o.end, hva_range_slot, &o);
 	return o.n;
 }
@@ -357,6 +347,7 @@ static bool mn_age(struct gpamm_vm *vm, uint64_t start, uint64_t end, enum hva_o
 {
 	uint64_t n;
 
+	hva_pages(vm, start, end, &start, &end);
 	mmu_lock(vm);
 	n = for_each_hva_range(vm, start, end, op);
 	if (n && flush)

@@ -357,6 +357,39 @@ int gpamm_pgt_map(struct gpamm_pgt *pgt, uint64_t gpa, unsigned level,
 	return ret ? ret : d.changed;
 }
 
+int gpamm_pgt_map_upgrade(struct gpamm_pgt *pgt, uint64_t gpa, gpamm_pte_t pte,
+			  struct gpamm_memcache *mc, gpamm_pte_t *oldp, gpamm_pte_t *nowp)
+{
+	const unsigned ps = pgt->geom.page_shift;
+	gpamm_pte_t *ptep, old, new;
+	unsigned at;
+	int r;
+
+	*oldp = *nowp = 0;
+	if (gpa >= gpamm_geom_space(&pgt->geom) || (gpa & (pgt->geom.page_size - 1)) ||
+	    !(pte & GPAMM_PTE_PRESENT) || (pte & GPAMM_PTE_HUGE))
+		return -EINVAL;
+	ptep = pgt_find(pgt, gpa, &at);
+	if (at != 0) {
+		/* no leaf table yet (or a huge leaf: -EEXIST): a plain map */
+		r = gpamm_pgt_map(pgt, gpa, 0, pte, mc);
+		if (r >= 0)
+			*nowp = pte;
+		return r;
+	}
+	/* one descent: keep what the entry has when it maps the same page */
+	old = pte_read(ptep);
+	do {
+		new = gpamm_pte_present(old) && gpamm_pte_pfn(old, ps) == gpamm_pte_pfn(pte, ps)
+			? old | pte : pte;
+		if (new == old)
+			break;
+	} while (!pte_cmpxchg(ptep, &old, new));
+	*oldp = old;
+	*nowp = new;
+	return new != old;
+}
+
 /* ---- lookup and single-entry updates ----------------------------------- */
 
 gpamm_pte_t gpamm_pgt_lookup(const struct gpamm_pgt *pgt, uint64_t gpa, unsigned *levelp)

@@ -178,6 +178,22 @@ int gpamm_pgt_map(struct gpamm_pgt *pgt, uint64_t gpa, unsigned level,
 		  gpamm_pte_t pte, struct gpamm_memcache *mc);
 
 /**
+ * gpamm_pgt_map_upgrade() - install the base-page entry @pte at @gpa, but
+ * never take anything away from an entry that already maps the same page
+ * there: its bits are kept and @pte's added (one compare-and-exchange on
+ * the whole entry, so a bit set meanwhile, by a walker with PTW, survives).
+ * An entry for another page is replaced; the caller then owes a remote
+ * flush. Tables are allocated as by gpamm_pgt_map(), in the same descent.
+ * @oldp, @nowp: the entry before (0: none) and after; not NULL.
+ * Context: MMU lock (writer).
+ * Return: 1 if the entry changed, 0 if not, -EINVAL (GPA outside the space
+ * or unaligned, no PRESENT bit, HUGE set), -ENOMEM (memcache short),
+ * -EEXIST (inside a huge leaf). On error the table is unchanged.
+ */
+int gpamm_pgt_map_upgrade(struct gpamm_pgt *pgt, uint64_t gpa, gpamm_pte_t pte,
+			  struct gpamm_memcache *mc, gpamm_pte_t *oldp, gpamm_pte_t *nowp);
+
+/**
  * gpamm_pgt_lookup() - the leaf entry that maps @gpa.
  * @level: if not NULL, the level of the entry found (0 when none)
  * Context: any; lock-free (sees a consistent entry, old or new).

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "vcpu_gang.h"
+#include "vmtest.h"
 
 void vg_reset(struct vcpu_gang *g, struct gpamm_vm *vm, bool ring,
 	      enum vg_exit (*on_exit)(struct vg_vcpu *c, struct gpamm_run *run))
@@ -183,23 +184,11 @@ uint64_t vg_ring_collect(struct vcpu_gang *g, uint32_t slot, uint64_t npages, ui
 	int64_t r;
 
 	for (unsigned i = 0; i < g->n; i++) {
-		struct vg_vcpu *c = g->c[i];
+		uint64_t foreign = 0;
 
-		for (;;) {
-			struct gpamm_dirty_gfn *e = &c->ring[c->fetch & (c->ring_size - 1)];
-			uint32_t f = __atomic_load_n(&e->flags, __ATOMIC_ACQUIRE);
-
-			if (!(f & GPAMM_DIRTY_GFN_F_DIRTY))
-				break;
-			VG_CHECK(g, e->slot == slot, "ring entry names slot %u, not %u", e->slot, slot);
-			VG_CHECK(g, e->offset < npages, "ring entry offset %llu beyond the slot",
-				 (unsigned long long)e->offset);
-			if (e->slot == slot && e->offset < npages)
-				bm[e->offset / 64] |= 1ULL << (e->offset % 64);
-			__atomic_store_n(&e->flags, GPAMM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
-			c->fetch++;
-			n++;
-		}
+		n += vt_ring_harvest(g->c[i]->v, &g->c[i]->fetch, slot, npages, bm, &foreign);
+		VG_CHECK(g, foreign == 0, "%llu ring entries name another slot or lie beyond it",
+			 (unsigned long long)foreign);
 	}
 	r = gpamm_vm_reset_dirty_rings(g->vm);
 	VG_CHECK(g, r == (int64_t)n, "reset %lld entries, collected %llu", (long long)r,

@@ -152,3 +152,27 @@ uint32_t vt_run_once(struct gpamm_vcpu *v, uint8_t mmio_fill)
 			memset(run->mmio.data, mmio_fill, sizeof(run->mmio.data));
 	}
 }
+
+uint64_t vt_ring_harvest(struct gpamm_vcpu *v, uint64_t *fetch, uint32_t slot, uint64_t npages,
+			 uint64_t *bm, uint64_t *foreign)
+{
+	uint32_t size;
+	struct gpamm_dirty_gfn *ring = gpamm_vcpu_dirty_ring(v, &size);
+	uint64_t n = 0;
+
+	while (ring) {
+		struct gpamm_dirty_gfn *e = &ring[*fetch & (size - 1)];
+
+		if (!(__atomic_load_n(&e->flags, __ATOMIC_ACQUIRE) & GPAMM_DIRTY_GFN_F_DIRTY))
+			break;
+		if (e->slot == slot && e->offset < npages)
+			bm[e->offset / 64] |= 1ULL << (e->offset % 64);
+		else
+			(*foreign)++;
+		__atomic_store_n(&e->flags, GPAMM_DIRTY_GFN_F_DIRTY | GPAMM_DIRTY_GFN_F_RESET,
+				 __ATOMIC_RELEASE);
+		(*fetch)++;
+		n++;
+	}
+	return n;
+}

@@ -38,6 +38,16 @@ int vt_guest_script(struct gpamm_vcpu *v, void *arg);
  * thread: it never ASSERTs. */
 uint32_t vt_run_once(struct gpamm_vcpu *v, uint8_t mmio_fill);
 
+/*
+ * Harvest @v's dirty ring from *@fetch on, as a VMM does: each entry with
+ * DIRTY is collected (its bit set in @bm when it names slot @slot and an
+ * offset below @npages; otherwise counted in *@foreign) and marked RESET.
+ * Returns the entries harvested; the caller then calls
+ * gpamm_vm_reset_dirty_rings().
+ */
+uint64_t vt_ring_harvest(struct gpamm_vcpu *v, uint64_t *fetch, uint32_t slot, uint64_t npages,
+			 uint64_t *bm, uint64_t *foreign);
+
 /* ---- one interface over both hosts, for tests that run on each ---------- */
 
 enum vt_host_kind { VT_DIRECT, VT_SIM };

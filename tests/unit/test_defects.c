@@ -31,7 +31,7 @@
  * Several of these crash or hang the unfixed library, so every test body
  * runs in a forked child: the child _exit()s 0 when every check passed,
  * nonzero otherwise, and the parent turns a signal or a child still alive
- * after GUARD_SEC (a hang guard, never an ordering device) into a clean
+ * after ISO_GUARD_SEC (a hang guard, never an ordering device) into a clean
  * "not ok" naming the step the child had reached. The child never uses
  * tap.h's ASSERT (its longjmp would resume the test list inside the
  * child); it has CHECK (fatal) and EXPECT (recorded, the body goes on).
@@ -51,145 +51,9 @@
 #include <unistd.h>
 
 #include "harness/park.h"
+#include "harness/isolate.h"
 #include "harness/tap.h"
 #include "harness/vmtest.h"
-
-/* ---- fork isolation --------------------------------------------------------- */
-
-#define GUARD_SEC 10
-#define STEP_LEN 200
-
-static char *iso_step;        /* MAP_SHARED: the parent reads what the child did last */
-static const char *iso_name;  /* the test running */
-static int iso_soft_failed;   /* child: an EXPECT failed */
-
-static void step(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void step(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(iso_step, STEP_LEN, fmt, ap);
-	va_end(ap);
-}
-
-static void ck_failed(bool fatal, const char *file, int line, const char *expr,
-		      const char *detail)
-{
-	printf("# %s: %s:%d: check failed: %s%s%s\n", iso_name, file, line, expr,
-	       detail ? ": " : "", detail ? detail : "");
-	fflush(stdout);
-	if (fatal)
-		_exit(1);
-	iso_soft_failed = 1;
-}
-
-#define CK__TRUE(fatal, e)                                                    \
-	do {                                                                  \
-		if (!(e))                                                     \
-			ck_failed(fatal, __FILE__, __LINE__, #e, NULL);       \
-	} while (0)
-
-#define CK__EQ(fatal, a, b)                                                   \
-	do {                                                                  \
-		unsigned long long ck_a__ = (unsigned long long)(a);          \
-		unsigned long long ck_b__ = (unsigned long long)(b);          \
-		if (ck_a__ != ck_b__) {                                       \
-			char ck_d__[160];                                     \
-			snprintf(ck_d__, sizeof(ck_d__),                      \
-				 "left %#llx (%llu), right %#llx (%llu)",     \
-				 ck_a__, ck_a__, ck_b__, ck_b__);             \
-			ck_failed(fatal, __FILE__, __LINE__, #a " == " #b, ck_d__); \
-		}                                                             \
-	} while (0)
-
-#define CK__EQ_INT(fatal, a, b)                                               \
-	do {                                                                  \
-		long long ck_a__ = (long long)(a), ck_b__ = (long long)(b);   \
-		if (ck_a__ != ck_b__) {                                       \
-			char ck_d__[96];                                      \
-			snprintf(ck_d__, sizeof(ck_d__), "left %lld, right %lld", \
-				 ck_a__, ck_b__);                             \
-			ck_failed(fatal, __FILE__, __LINE__, #a " == " #b, ck_d__); \
-		}                                                             \
-	} while (0)
-
-#define CHECK(e) CK__TRUE(true, e)
-#define CHECK_EQ(a, b) CK__EQ(true, a, b)
-#define CHECK_EQ_INT(a, b) CK__EQ_INT(true, a, b)
-#define EXPECT(e) CK__TRUE(false, e)
-#define EXPECT_EQ(a, b) CK__EQ(false, a, b)
-#define EXPECT_EQ_INT(a, b) CK__EQ_INT(false, a, b)
-
-static void isolate(const char *name, void (*body)(void))
-{
-	struct timespec t0, now, tick = { .tv_sec = 0, .tv_nsec = 1000000 };
-	char detail[STEP_LEN + 160];
-	bool reaped = false;
-	int status = 0;
-	pid_t pid;
-
-	if (!iso_step) {
-		void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-			       -1, 0);
-		ASSERT(m != MAP_FAILED);
-		iso_step = m;
-	}
-	iso_name = name;
-	snprintf(iso_step, STEP_LEN, "body start");
-	fflush(stdout);
-	fflush(stderr);
-	pid = fork();
-	ASSERT(pid >= 0);
-	if (pid == 0) {
-		iso_soft_failed = 0;
-		body();
-		fflush(stdout);
-		_exit(iso_soft_failed ? 1 : 0);
-	}
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (;;) {
-		pid_t w = waitpid(pid, &status, WNOHANG);
-
-		if (w == pid) {
-			reaped = true;
-			break;
-		}
-		ASSERT(w == 0 || errno == EINTR);
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		if (now.tv_sec - t0.tv_sec > GUARD_SEC ||
-		    (now.tv_sec - t0.tv_sec == GUARD_SEC && now.tv_nsec >= t0.tv_nsec))
-			break;
-		nanosleep(&tick, NULL);
-	}
-	if (!reaped) {
-		kill(pid, SIGKILL);
-		waitpid(pid, &status, 0);
-		snprintf(detail, sizeof(detail),
-			 "timed out after %d s (child killed); last step: %s", GUARD_SEC, iso_step);
-		tap_fail(__FILE__, __LINE__, "child finished", detail);
-	}
-	if (WIFSIGNALED(status)) {
-		snprintf(detail, sizeof(detail), "child killed by signal %d (%s); last step: %s",
-			 WTERMSIG(status), strsignal(WTERMSIG(status)), iso_step);
-		tap_fail(__FILE__, __LINE__, "child finished", detail);
-	}
-	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-		snprintf(detail, sizeof(detail),
-			 "child exited with status %d (a check failed, see above); last step: %s",
-			 WIFEXITED(status) ? WEXITSTATUS(status) : -1, iso_step);
-		tap_fail(__FILE__, __LINE__, "child passed", detail);
-	}
-}
-
-/* A test whose body runs in a forked child. */
-#define ISOLATED_TEST(name)                                                   \
-	static void name##_body(void);                                        \
-	static void name(void)                                                \
-	{                                                                     \
-		isolate(#name, name##_body);                                  \
-	}                                                                     \
-	static void name##_body(void)
 
 /* ---- a small VM rig (child side: CHECK, never ASSERT) ------------------------- */
 
@@ -1024,7 +888,7 @@ static void stale_case(bool do_write, bool do_read, size_t len)
 	}
 	if (do_read && !len)
 		EXPECT_EQ(prog.small, 0);
-	if (iso_soft_failed)
+	if (iso_failed())
 		_exit(1); /* no teardown over what the accesses may have broken */
 	rig_down(&r);
 	free(pat);

@@ -620,6 +620,69 @@ static void test_map_huge(void)
 	}
 }
 
+/*
+ * gpamm_pgt_map_upgrade(): a fresh page is installed; over the same page
+ * the entry only gains bits (a clean entry becomes dirty, a dirty one stays
+ * dirty when the new entry is clean, an old one young); another page is
+ * replaced and reported; bad arguments and a page inside a huge leaf fail
+ * and change nothing. In every layout.
+ */
+static void test_map_upgrade(void)
+{
+	for (unsigned i = 0; i < 6; i++) {
+		struct env e;
+		gpamm_pte_t old, now, clean, dirty, other;
+		uint64_t gpa, b;
+
+		env_init(&e, i);
+		gpa = 7 * e.pg;
+		clean = spte(&e, gpa, PROT_R);
+		dirty = spte(&e, gpa, PROT_W);
+		other = spte(&e, gpa + 9 * e.pg, PROT_R);
+		CHECK(gpamm_pte_pfn(other, e.ps) != gpamm_pte_pfn(clean, e.ps));
+
+		topup(&e);
+		CHECK_EQ(gpamm_pgt_map_upgrade(&e.pgt, gpa, clean, &e.mc, &old, &now), 1);
+		CHECK_EQ(old, 0);
+		CHECK_EQ(now, clean);
+		/* clean -> dirty: gains DIRTY|WRITE */
+		CHECK_EQ(gpamm_pgt_map_upgrade(&e.pgt, gpa, dirty, &e.mc, &old, &now), 1);
+		CHECK_EQ(old, clean);
+		CHECK_EQ(now, dirty);
+		/* a clean entry over a dirty one: no downgrade, nothing changes */
+		CHECK_EQ(gpamm_pgt_map_upgrade(&e.pgt, gpa, clean, &e.mc, &old, &now), 0);
+		CHECK_EQ(old, dirty);
+		CHECK_EQ(now, dirty);
+		expect_entry(&e, gpa, dirty, 0);
+		/* old (not VALID) -> young again, dirty kept */
+		CHECK_EQ(gpamm_pgt_update_leaf(&e.pgt, gpa, 0, GPAMM_PTE_VALID, NULL, NULL), 1);
+		CHECK_EQ(gpamm_pgt_map_upgrade(&e.pgt, gpa, clean, &e.mc, &old, &now), 1);
+		CHECK_EQ(old, dirty & ~GPAMM_PTE_VALID);
+		CHECK_EQ(now, dirty);
+		/* another page: replaced, the old entry reported */
+		CHECK_EQ(gpamm_pgt_map_upgrade(&e.pgt, gpa, other, &e.mc, &old, &now), 1);
+		CHECK_EQ(old, dirty);
+		CHECK_EQ(now, other);
+		expect_entry(&e, gpa, other, 0);
+		/* bad arguments: nothing changes */
+		CHECK_INT(gpamm_pgt_map_upgrade(&e.pgt, gpa + 1, clean, &e.mc, &old, &now), -EINVAL);
+		CHECK_INT(gpamm_pgt_map_upgrade(&e.pgt, e.space, clean, &e.mc, &old, &now), -EINVAL);
+		CHECK_INT(gpamm_pgt_map_upgrade(&e.pgt, gpa, clean & ~GPAMM_PTE_PRESENT, &e.mc,
+						   &old, &now), -EINVAL);
+		CHECK_INT(gpamm_pgt_map_upgrade(&e.pgt, gpa, clean | GPAMM_PTE_HUGE, &e.mc, &old,
+						   &now), -EINVAL);
+		expect_entry(&e, gpa, other, 0);
+		/* inside a huge leaf: -EEXIST */
+		b = e.space - e.H;
+		map_expect(&e, b, 1, hpte(&e, b, PROT_W), 1);
+		CHECK_INT(gpamm_pgt_map_upgrade(&e.pgt, b + e.pg, spte(&e, b + e.pg, PROT_R), &e.mc,
+						   &old, &now), -EEXIST);
+		expect_entry(&e, b + e.pg, hpte(&e, b, PROT_W), 1);
+		check_structure(&e);
+		env_fini(&e);
+	}
+}
+
 static void test_map_huge_over_table_eexist(void)
 {
 	unsigned i;
@@ -2054,6 +2117,7 @@ int main(int argc, char **argv)
 	RUN(test_map_small_paths);
 	RUN(test_map_huge);
 	RUN(test_map_huge_over_table_eexist);
+	RUN(test_map_upgrade);
 	RUN(test_map_einval);
 	RUN(test_map_enomem);
 	RUN(test_map_memcache_need_is_exact);

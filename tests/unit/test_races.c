@@ -60,7 +60,7 @@ struct rig {
 	struct gpamm_vcpu *v[2];
 	unsigned nvcpus;
 	enum log_mode mode;
-	uint32_t harvested[2]; /* ring mode: next entry to harvest, per vCPU */
+	uint64_t harvested[2]; /* ring mode: next entry to harvest, per vCPU */
 };
 
 static void rig_create(struct rig *r, enum log_mode mode, unsigned manual_flags,
@@ -112,28 +112,12 @@ static uint64_t flushes(struct gpamm_vm *vm)
 /* Ring mode: collect every DIRTY entry of every ring, mark it RESET. */
 static uint64_t ring_harvest(struct rig *r, unsigned *count)
 {
-	uint64_t bm = 0;
+	uint64_t bm = 0, foreign = 0, n = 0;
 
-	*count = 0;
-	for (unsigned i = 0; i < r->nvcpus; i++) {
-		uint32_t n;
-		struct gpamm_dirty_gfn *ring = gpamm_vcpu_dirty_ring(r->v[i], &n);
-
-		ASSERT(ring);
-		for (;;) {
-			struct gpamm_dirty_gfn *e = &ring[r->harvested[i] % n];
-
-			if (!(__atomic_load_n(&e->flags, __ATOMIC_ACQUIRE) & GPAMM_DIRTY_GFN_F_DIRTY))
-				break;
-			ASSERT_EQ(e->slot, 0);
-			ASSERT_LT(e->offset, NPAGES);
-			bm |= 1ULL << e->offset;
-			__atomic_store_n(&e->flags, GPAMM_DIRTY_GFN_F_DIRTY | GPAMM_DIRTY_GFN_F_RESET,
-					 __ATOMIC_RELEASE);
-			r->harvested[i]++;
-			(*count)++;
-		}
-	}
+	for (unsigned i = 0; i < r->nvcpus; i++)
+		n += vt_ring_harvest(r->v[i], &r->harvested[i], 0, NPAGES, &bm, &foreign);
+	ASSERT_EQ(foreign, 0);
+	*count = (unsigned)n;
 	return bm;
 }
 
