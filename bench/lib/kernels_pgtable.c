@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../bench_common.h"
+#include "common.h"
 #include "gpamm/pte.h"
 #include "kernels_pgtable.h"
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The page-table measurement kernels, shared by bench/bench_pgtable and
- * the pgtable suite of "gpamm bench": the GPA table's hot operations
+ * The page-table measurement kernels of the pgtable suite of "gpamm
+ * bench": the GPA table's hot operations
  * (include/gpamm/pgtable.h) timed over every page of a range, and the
  * "limit" they are measured against, a plain pass clearing one bit in as
  * many 8-byte words as there are pages: what a range operation would cost
@@ -15,7 +15,7 @@
  * that count in bk_pgt.count, and returns -1 with a message in bk_pgt.err
  * when it is wrong, since then the time means nothing. The caller sequences
  * the kernels (a map first) and owns the repetitions and the reporting; pin
- * the thread first (bench_common.h).
+ * the thread first (common.h).
  *
  * Context: one thread per struct bk_pgt; the table's lock rules are the
  * caller's to keep, and a single thread keeps them trivially.

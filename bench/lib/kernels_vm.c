@@ -9,9 +9,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "../bench_common.h"
+#include "common.h"
 #include "gpamm/gpamm.h"
 #include "kernels_vm.h"
+#include "vm.h" /* the memslot lookup is measured directly (src/memslot.h) */
+
+#include <urcu/urcu-bp.h>
 
 /* The workload's seed when it is given none (src/vcpu.c), so both sides agree. */
 #define WL_DEFAULT_SEED 0x9e3779b97f4a7c15ULL
@@ -130,4 +133,23 @@ int bk_tlb_miss(struct gpamm_vcpu *v, uint64_t gpa, uint8_t *hva, uint64_t len,
 	bk_native_random_stores(hva, pages, page_shift, passes * pages, seed);
 	a->native_ns = now_ns() - t0;
 	return 0;
+}
+
+BK_SCALAR_FN void bk_native_first_touch(uint8_t *mem, uint64_t len, unsigned page_shift)
+{
+	BK_SCALAR_FOR (uint64_t p = 0; p < len >> page_shift; p++)
+		*(volatile uint64_t *)(mem + (p << page_shift)) = p;
+}
+
+uint64_t bk_memslot_lookups(struct gpamm_vm *vm, const uint64_t *gfns, uint64_t n)
+{
+	struct gpamm_memslots *set;
+	uint64_t found = 0;
+
+	urcu_bp_read_lock();
+	set = atomic_load_explicit(&vm->slots, memory_order_acquire);
+	for (uint64_t k = 0; k < n; k++)
+		found += gpamm_memslot_lookup(set, gfns[k], false) != NULL;
+	urcu_bp_read_unlock();
+	return found;
 }

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The guest-access measurement kernels, shared by bench/bench_vm and the
- * access_cost suite of "gpamm bench": one timed run of the memstress
+ * The guest-access measurement kernels of the access_cost suite of
+ * "gpamm bench" (and memslot_perf's lookup): one timed run of the memstress
  * workload on a vCPU, and the native loops a guest access is compared
  * with. A native loop does the same 8-byte stores to the same host memory
  * in the same order as the guest does, only without the translation, so
@@ -9,7 +9,7 @@
  *
  * The caller owns the VM, the memory, the repetitions and the reporting:
  * a kernel times one repetition and nothing else. All timing is wall time
- * (CLOCK_MONOTONIC); pin the thread first (bench_common.h).
+ * (CLOCK_MONOTONIC); pin the thread first (common.h).
  *
  * Context: the vCPU's thread (the caller's own: the guest runs on it).
  */
@@ -75,5 +75,18 @@ int bk_tlb_miss(struct gpamm_vcpu *v, uint64_t gpa, uint8_t *hva, uint64_t len,
  */
 void bk_native_random_stores(uint8_t *mem, uint64_t pages, unsigned page_shift, uint64_t n,
 			     uint64_t seed);
+
+/* One 8-byte store to the first word of every page of @len bytes at @mem (a first touch). */
+void bk_native_first_touch(uint8_t *mem, uint64_t len, unsigned page_shift);
+
+struct gpamm_vm;
+
+/*
+ * bk_memslot_lookups() - the GFN -> memslot lookup of the fault path (the
+ * active set's tree, no per-vCPU cache) for each of @n GFNs.
+ * Context: any thread; an RCU reader for the duration.
+ * Return: how many GFNs found a slot.
+ */
+uint64_t bk_memslot_lookups(struct gpamm_vm *vm, const uint64_t *gfns, uint64_t n);
 
 #endif

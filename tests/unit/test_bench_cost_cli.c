@@ -21,7 +21,7 @@
 #include "harness/tap.h"
 
 static const char *const ac_phases[] = { "populate", "tlb_hit", "native_hit", "tlb_miss",
-					 "native_miss" };
+					 "native_miss", "populate_fresh", "first_touch" };
 static const char *const pt_phases[] = { "map", "lookup", "mkclean_range", "mkclean_mask",
 					 "mkold", "test_young", "limit", "unmap", "flush" };
 static const char *const pt_counts[] = { "pages_mapped", "lookups_found", "pages_cleaned",
@@ -44,22 +44,32 @@ static void check_phases(struct jv *run, const char *const *keys, unsigned n, un
 		check_phase(run, keys[i], true, iters);
 }
 
-/* Each ratio has its value, and a verdict that agrees with it when there is a target. */
-static void check_ratios(struct jv *run, unsigned n)
+/*
+ * Each ratio (and bound: a figure against an absolute limit) has its
+ * value, and a verdict that agrees with it when there is a target.
+ */
+static void check_ratios(struct jv *run, unsigned nratios, unsigned nbounds)
 {
 	struct jv *rt = jget(run, "ratios");
+	unsigned nr = 0, nb = 0;
 
 	ASSERT(rt && rt->t == J_ARR);
-	ASSERT_EQ(rt->n, n);
+	ASSERT_EQ(rt->n, nratios + nbounds);
 	for (unsigned i = 0; i < rt->n; i++) {
 		struct jv *e = rt->items[i];
-		double v = jnum(e, "ratio");
+		bool bound = !!jget(e, "value");
+		double v = jnum(e, bound ? "value" : "ratio");
+		const char *max = bound ? "max" : "max_ratio";
 
+		nb += bound;
+		nr += !bound;
 		ASSERT(v > 0);
-		if (!jget(e, "max_ratio"))
+		if (!jget(e, max))
 			continue;
-		ASSERT(!strcmp(jstr(e, "verdict"), v <= jnum(e, "max_ratio") ? "PASS" : "MISS"));
+		ASSERT(!strcmp(jstr(e, "verdict"), v <= jnum(e, max) ? "PASS" : "MISS"));
 	}
+	ASSERT_EQ(nr, nratios);
+	ASSERT_EQ(nb, nbounds);
 }
 
 /* ---- access_cost ------------------------------------------------------------------- */
@@ -105,7 +115,7 @@ static void check_access_cost(struct jv *run, uint64_t pages, unsigned iters)
 			ASSERT(jnum(it, "miss_tlb_misses") > 0);
 		ASSERT(jnum(it, "table_pages") >= 2);
 	}
-	check_ratios(run, 2);
+	check_ratios(run, 3, 1);
 	ASSERT(!strcmp(jstr(run, "ratios.0.phase"), "tlb_hit"));
 	ASSERT(!strcmp(jstr(run, "ratios.0.base"), "native_hit"));
 	ASSERT_EQ(jnum(run, "ratios.0.max_ratio"), 2);
@@ -152,7 +162,7 @@ static void test_access_cost_text(void)
 		"Iteration 1 populate memory time: ", "Iteration 1 TLB-hit access time: ",
 		"Iteration 1 native store time: ", "Iteration 1 TLB-miss access time: ",
 		"Iteration 1 native random store time: ", "ns/op", "ns/page", "CPU 0",
-		"pre-touched", "Ratios within the run",
+		"pre-touched", "Targets and ratios within the run",
 		"TLB-hit access / native store", "TLB-miss access / native random store",
 		"<= 2.00x", "<= 5.00x", NULL,
 	};
@@ -177,7 +187,7 @@ static void check_pgtable(struct jv *run, uint64_t pages, unsigned iters)
 	for (unsigned k = 0; k < iters; k++)
 		for (unsigned c = 0; c < N(pt_counts); c++)
 			ASSERT_EQ(jnum(det->items[k], pt_counts[c]), pages);
-	check_ratios(run, 8);
+	check_ratios(run, 8, 2);
 	for (unsigned i = 0; i < 8; i++) {
 		char path[64];
 

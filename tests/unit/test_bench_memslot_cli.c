@@ -177,12 +177,46 @@ static void test_sweep(void)
 				     "at 32 slots"));
 }
 
+/*
+ * A sweep over the slot count, as the issue's "--sweep slots=32,1024,32767"
+ * in small: pages that do not split evenly go to the last slot (as in the
+ * selftest), setup is timed per slot, and both the slot and the
+ * flatness tables come out.
+ */
+static void test_sweep_slots(void)
+{
+	static const char *const a[] = { "bench", "memslot_perf", "-b", "1M", "--sweep",
+					 "slots=2,7,128", "-i", "1", "--json", NULL };
+	static const char *const at[] = { "bench", "memslot_perf", "-b", "1M", "--sweep",
+					  "slots=2,128", "-i", "1", NULL };
+	static const unsigned slots[] = { 2, 7, 128 };
+	struct result r;
+	struct jv *j = run_json(NULL, a, &r);
+	char path[64];
+
+	ASSERT_EQ(jget(j, "points")->n, 3);
+	ASSERT(!strcmp(jstr(j, "sweep.param"), "slots"));
+	for (unsigned i = 0; i < 3; i++) {
+		snprintf(path, sizeof(path), "points.%u.runs.0", i);
+		check_run(jget(j, path), 256, 1, slots[i], 1);
+		snprintf(path, sizeof(path), "points.%u.runs.0.phases.setup.per_page_unit", i);
+		ASSERT(!strcmp(jstr(j, path), "ns per op")); /* per slot created */
+	}
+	for (unsigned i = 0; i < NPHASES; i++)
+		check_sweep_phase(j, phases[i], 3);
+	jv_free(j);
+	result_free(&r);
+	expect_stdout(NULL, at, ARGS("Sweep slots, gpamm", "slot setup (avg)", "slot churn (avg)",
+				     "creates + deletes per second", "slot setup, per slot"));
+}
+
 static void test_bad_usage(void)
 {
 	static const char *const bad[][12] = {
 		{ "bench", "memslot_perf", "-m", "0", NULL },
 		{ "bench", "memslot_perf", "-m", "x", NULL },
-		{ "bench", "memslot_perf", "-b", "16M", "-m", "3", NULL },
+		{ "bench", "memslot_perf", "--sweep", "slots=0,8", NULL },
+		{ "bench", "memslot_perf", "--sweep", "slots=8,32768", NULL },
 		{ "bench", "memslot_perf", "-i", "0", NULL },
 		{ "bench", "memslot_perf", "-v", "0", NULL },
 		{ "bench", "memslot_perf", "-b", "5000", NULL },
@@ -234,6 +268,7 @@ int main(int argc, char **argv)
 	if (!clitest_init(argc, argv))
 		return 1;
 	TEST(test_list_and_help);
+	TEST(test_sweep_slots);
 	TEST(test_bad_usage);
 	TEST(test_json_default_slots);
 	TEST(test_json_vcpus_slots_16k);

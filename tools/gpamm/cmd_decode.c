@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "gpamm/pte.h"
-#include "bench_json.h"
+#include "lib/json.h"
 #include "cli.h"
 
 enum { OPT_HELP = 1, OPT_PAGE_SHIFT, OPT_HUGE, OPT_JSON };

@@ -12,7 +12,7 @@
 
 #include "gpamm/geom.h"
 #include "gpamm/pte.h"
-#include "bench_json.h"
+#include "lib/json.h"
 #include "cli.h"
 
 enum { OPT_HELP = 1, OPT_JSON };

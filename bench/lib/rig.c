@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
  * The memstress VM that the vCPU-workload suites of "gpamm bench" run on
- * (bench.h, struct bench_rig): test memory at the top of the GPA space,
+ * (suite.h, struct bench_rig): test memory at the top of the GPA space,
  * pre-touched by the host, split into equal memslots; one vCPU per slice,
  * each with the library's sequential workload, stepped one pass at a time
  * by a gang of threads. A suite keeps only what it measures.
@@ -11,8 +11,7 @@
 #include <string.h>
 
 #include "gpamm/gpamm.h"
-#include "bench.h"
-#include "cli.h"
+#include "suite.h"
 
 int bench_rig_init(struct bench_rig *k, const struct bench_cfg *c, struct bench_run *r,
 		   unsigned nvcpus)
@@ -192,7 +191,7 @@ void bench_rig_header(const struct bench_rig *k, const char *tail_fmt, ...)
 	vsnprintf(tail, sizeof(tail), tail_fmt, ap);
 	va_end(ap);
 	fprintf(c->out, "== gpamm: %s, %u vCPU%s x %s = %s (%llu pages), %u slot%s, %s\n",
-		cli_layout_name(c->page_shift, c->levels, lay, sizeof(lay)), k->nvcpus,
+		bench_layout_name(c->page_shift, c->levels, lay, sizeof(lay)), k->nvcpus,
 		k->nvcpus == 1 ? "" : "s",
 		bench_size_str(k->total / k->nvcpus, per, sizeof(per)),
 		bench_size_str(k->total, tot, sizeof(tot)), (unsigned long long)r->pages,

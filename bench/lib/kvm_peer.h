@@ -7,12 +7,12 @@
  * The device is /dev/kvm, or $GPAMM_KVM_DEVICE when set (tests point it at
  * a missing file to exercise the skip path).
  */
-#ifndef GPAMM_TOOLS_KVM_PEER_H
-#define GPAMM_TOOLS_KVM_PEER_H
+#ifndef GPAMM_BENCH_KVM_PEER_H
+#define GPAMM_BENCH_KVM_PEER_H
 
 #include <stddef.h>
 
-#include "bench.h"
+#include "suite.h"
 
 /* Highest guest-physical byte the peer's 32-bit guest can reach (exclusive). */
 #define KVM_PEER_MAX_BYTES 0xFFFFF000ULL

@@ -5,8 +5,8 @@
  * escaped, and a number that is not finite is written as null.
  * Pass key = NULL inside an array (and for the top-level value).
  */
-#ifndef GPAMM_TOOLS_BENCH_JSON_H
-#define GPAMM_TOOLS_BENCH_JSON_H
+#ifndef GPAMM_BENCH_JSON_H
+#define GPAMM_BENCH_JSON_H
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -21,7 +21,7 @@
  *
  * Targets, informational: TLB hit <= 2x native, TLB miss <= 5x native;
  * each ratio is the median of the per-iteration ratios. The loops are the
- * kernels of bench/lib/kernels_vm.c that bench/bench_vm runs too.
+ * kernels of bench/lib/kernels_vm.c.
  *
  * One vCPU does every access, on the command's own thread pinned to CPU 0
  * (the machine's CPUs may differ in speed); with -v N the vCPU simply has
@@ -32,16 +32,16 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "gpamm/gpamm.h"
-#include "bench.h"
-#include "bench_common.h"
-#include "cli.h"
+#include "lib/suite.h"
+#include "lib/common.h"
 #include "lib/kernels_vm.h"
 
-#define AC_HIT_PAGES  32          /* as bench_vm: well inside the TLB */
+#define AC_HIT_PAGES  32          /* well inside the TLB */
 #define AC_HIT_STORES (1u << 24)  /* per iteration, each side */
 #define AC_MISS_STORES (1u << 20) /* at least, per iteration: whole passes over memory */
 #define AC_MISS_SEED  7
@@ -58,6 +58,10 @@ static const struct bench_phase_def ac_phases[] = {
 	  BENCH_NORM_OP },
 	{ "native_miss", "native random store time", "Native random store",
 	  "native random (avg)", true, BENCH_NORM_OP },
+	{ "populate_fresh", "populate fresh memory time", "Populate fresh memory",
+	  "populate fresh (avg)", true, BENCH_NORM_OP },
+	{ "first_touch", "native first touch time", "Native first touch", "first touch (avg)",
+	  true, BENCH_NORM_OP },
 };
 
 enum { AC_POP_FAULTS, AC_HIT_MISSES, AC_MISS_MISSES, AC_TABLE_PAGES };
@@ -70,8 +74,10 @@ static const struct bench_counter_def ac_counters[] = {
 };
 
 static const struct bench_ratio ac_ratios[] = {
-	{ "tlb_hit", "native_hit", "TLB-hit access / native store", 2.0 },
-	{ "tlb_miss", "native_miss", "TLB-miss access / native random store", 5.0 },
+	{ "tlb_hit", "native_hit", "TLB-hit access / native store", 2.0, 0 },
+	{ "tlb_miss", "native_miss", "TLB-miss access / native random store", 5.0, 0 },
+	{ "populate_fresh", "first_touch", "populate fresh memory / native first touch", 1.2, 12 },
+	BENCH_BOUND("populate", "populate (host memory pre-touched)", 250, 12),
 };
 
 static double counter_mean(const struct bench_run *r, unsigned c)
@@ -198,6 +204,78 @@ static const char *exit_why(struct gpamm_vcpu *v, char *buf, size_t len)
 	return buf;
 }
 
+/*
+ * Populate of memory the host has never touched, next to the native first
+ * touch of as much fresh memory: both take a host page fault per page, so
+ * the ratio is what the guest's fault adds to the host's. Each side gets
+ * its own new mapping per iteration; a VM of its own (direct host, one
+ * slot) for the guest side.
+ */
+#define AC_FRESH_MAX (1ULL << 30)
+
+static void *ac_fresh_map(uint64_t len, bool thp)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS |
+		       MAP_NORESERVE, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	madvise(p, len, thp ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+	return p;
+}
+
+static int ac_fresh(struct bench_rig *d, unsigned it, uint64_t len)
+{
+	const struct bench_cfg *c = d->cfg;
+	struct bench_run *r = d->r;
+	struct gpamm_vm_config vcfg = { .page_shift = c->page_shift, .levels = c->levels };
+	struct gpamm_host *h = gpamm_host_direct_create(c->page_shift);
+	struct gpamm_vm *vm = NULL;
+	struct gpamm_vcpu *v;
+	uint8_t *m = ac_fresh_map(len, c->thp);
+	char why[96];
+	double t;
+	int ret = -1;
+
+	vcfg.host = h;
+	if (!h || !m || gpamm_vm_create(&vcfg, &vm) || gpamm_vcpu_create(vm, 0, &v)) {
+		bench_run_fail(r, BENCH_FAILED, "iteration %u: fresh-memory VM: cannot set up", it);
+		goto out;
+	}
+	struct gpamm_userspace_memory_region reg = { .slot = 0, .guest_phys_addr = r->gpa_base,
+		.memory_size = len, .userspace_addr = (uintptr_t)m };
+	if (gpamm_vm_set_memory_region(vm, &reg)) {
+		bench_run_fail(r, BENCH_FAILED, "iteration %u: fresh-memory slot", it);
+		goto out;
+	}
+	t = bk_populate(v, r->gpa_base, len);
+	if (t < 0) {
+		bench_run_fail(r, BENCH_FAILED, "iteration %u: populate fresh: %s", it,
+			       exit_why(v, why, sizeof(why)));
+		goto out;
+	}
+	bench_phase_record(r, "populate_fresh", it, t);
+	gpamm_vm_destroy(vm);
+	vm = NULL;
+	munmap(m, len);
+	m = ac_fresh_map(len, c->thp);
+	if (!m) {
+		bench_run_fail(r, BENCH_FAILED, "iteration %u: no fresh memory", it);
+		goto out;
+	}
+	t = bench_now_ns();
+	bk_native_first_touch(m, len, c->page_shift);
+	bench_phase_record(r, "first_touch", it, bench_now_ns() - t);
+	ret = 0;
+out:
+	if (vm)
+		gpamm_vm_destroy(vm);
+	gpamm_host_destroy(h);
+	if (m)
+		munmap(m, len);
+	return ret;
+}
+
 static int ac_body(struct bench_rig *d)
 {
 	const struct bench_cfg *c = d->cfg;
@@ -208,6 +286,7 @@ static int ac_body(struct bench_rig *d)
 	const uint64_t words = hit_len / 8;
 	const uint64_t passes = words >= AC_HIT_STORES ? 1 : AC_HIT_STORES / words;
 	const uint64_t mpasses = (AC_MISS_STORES + r->pages - 1) / r->pages;
+	const uint64_t fresh_len = total < AC_FRESH_MAX ? total : AC_FRESH_MAX;
 	struct gpamm_vm_stats st0, st1;
 	char why[96], tb[32], hb[32];
 	double t;
@@ -227,6 +306,8 @@ static int ac_body(struct bench_rig *d)
 	bench_phase_ops(r, "native_hit", passes * words);
 	bench_phase_ops(r, "tlb_miss", mpasses * r->pages);
 	bench_phase_ops(r, "native_miss", mpasses * r->pages);
+	bench_phase_ops(r, "populate_fresh", fresh_len >> c->page_shift);
+	bench_phase_ops(r, "first_touch", fresh_len >> c->page_shift);
 	for (unsigned it = 1; it <= c->iterations; it++) {
 		struct bk_access a;
 
@@ -274,6 +355,8 @@ static int ac_body(struct bench_rig *d)
 		bench_phase_record(r, "native_miss", it, a.native_ns > 0 ? a.native_ns : 1);
 		bench_count_record(r, "miss_tlb_misses", it, a.tlb_misses);
 		bench_count_record(r, "table_pages", it, table_pages(d->vm));
+		if (ac_fresh(d, it, fresh_len))
+			return -1;
 	}
 	if (c->out)
 		fputc('\n', c->out);

@@ -11,11 +11,11 @@
  * records each measurement with bench_phase_record(), which stores it and
  * prints the selftest line for it. Everything after that -- averages,
  * side-by-side tables, sweeps, flatness, JSON -- is generic in
- * cmd_bench.c, so a new suite is a phase table and a run function per
+ * driver.c, so a new suite is a phase table and a run function per
  * backend.
  */
-#ifndef GPAMM_TOOLS_BENCH_H
-#define GPAMM_TOOLS_BENCH_H
+#ifndef GPAMM_BENCH_SUITE_H
+#define GPAMM_BENCH_SUITE_H
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -24,7 +24,7 @@
 #include <stdio.h>
 
 #define BENCH_MAX_PHASES   12
-#define BENCH_MAX_COUNTERS 4
+#define BENCH_MAX_COUNTERS 8
 #define BENCH_MAX_ITERS    1000
 
 /* What one run does. Sizes are bytes. */
@@ -110,7 +110,14 @@ struct bench_ratio {
 	const char *key, *base;
 	const char *what;
 	double max_ratio;
+	unsigned only_shift;  /* the target applies at this page shift only; 0: at any */
 };
+/*
+ * A bound is a bench_ratio without @base: phase @key's own per-page (or
+ * per-op) figure against @max_ratio, in the phase's unit ("<= 250 ns per
+ * page"). Bounds and ratios print and judge alike.
+ */
+#define BENCH_BOUND(key, what, max, shift) { key, NULL, what, max, shift }
 
 /**
  * struct bench_suite - one entry of the suite table.
@@ -136,6 +143,10 @@ struct bench_suite {
 	bool (*check)(const struct bench_run *r, char *why, size_t len);
 	const struct bench_ratio *ratios;  /* printed after each run, in its JSON, in sweeps */
 	unsigned nratios;
+	const char *const *flat; /* phases that must be flat across a sweep (targets of
+				  * `make bench`), NULL-terminated; may be NULL */
+	bool uneven_slots;         /* memory splits into -m slots as the selftest's does (the
+				    * last slot takes the remainder), not only evenly */
 	/* optional: after a sweep's gpamm table, say why a phase is not flat (@n runs that ran) */
 	void (*sweep_explain)(const struct bench_run *const *runs, const char *const *labels,
 			      unsigned n, FILE *f);
@@ -147,6 +158,7 @@ extern const struct bench_suite bench_suite_demand_paging;
 extern const struct bench_suite bench_suite_memslot_perf;
 extern const struct bench_suite bench_suite_access_cost;
 extern const struct bench_suite bench_suite_pgtable;
+extern const struct bench_suite bench_suite_tlb_flush;
 
 /* ---- runs ---------------------------------------------------------------------- */
 
@@ -177,8 +189,14 @@ void bench_phase_ops(struct bench_run *r, const char *key, uint64_t ops);
 const char *bench_norm_unit(const struct bench_phase_def *d);
 /* Value of ratio @rt in @r (see struct bench_ratio); NAN when a phase is absent. */
 double bench_ratio_value(const struct bench_run *r, const struct bench_ratio *rt);
-/* "PASS", "MISS", or "" without a target. */
-const char *bench_ratio_verdict(const struct bench_ratio *rt, double v);
+/* "PASS", "MISS", or "" without a target (or one for another page size than @r's). */
+const char *bench_ratio_verdict(const struct bench_run *r, const struct bench_ratio *rt, double v);
+/* The target of @rt as text ("<= 2.00x", "<= 250 ns per page"), "" without one. */
+const char *bench_ratio_target(const struct bench_run *r, const struct bench_ratio *rt, char *buf,
+			       size_t len);
+/* The value of @rt as text: "2.13x", or a bound's figure with its unit. */
+const char *bench_ratio_text(const struct bench_run *r, const struct bench_ratio *rt, double v,
+			     char *buf, size_t len);
 /* Print the suite's ratios of a finished run to cfg.out. */
 void bench_print_ratios(const struct bench_run *r);
 /* Print the "... over N iterations took ..." lines. */
@@ -326,6 +344,8 @@ const char *bench_fmt_ns(double ns, char *buf, size_t len);
 unsigned bench_online_cpus(void);
 /* Size of CPU 0's level-@level data or unified cache (sysfs), 0 when unknown. */
 uint64_t bench_cache_bytes(unsigned level);
+/* "4K/3-level". */
+const char *bench_layout_name(unsigned page_shift, unsigned levels, char *buf, size_t len);
 /* "manual protect, initially set", "manual protect", or "classic GET (no manual protect)". */
 const char *bench_protect_mode(const struct bench_cfg *c);
 

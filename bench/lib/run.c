@@ -2,7 +2,7 @@
 /*
  * Helpers shared by the "gpamm bench" suites and backends: run records
  * and their selftest-style lines, pre-touched guest RAM, the vCPU thread
- * gang, sizes and number formatting. See bench.h.
+ * gang, sizes and number formatting. See suite.h.
  */
 #include <errno.h>
 #include <math.h>
@@ -13,8 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bench.h"
-#include "bench_common.h" /* bench/: the clock the bench programs use */
+#include "suite.h"
+#include "common.h"
 
 double bench_now_ns(void)
 {
@@ -226,11 +226,14 @@ double bench_phase_per_page(const struct bench_run *r, int idx)
 
 double bench_ratio_value(const struct bench_run *r, const struct bench_ratio *rt)
 {
-	int a = bench_phase_index(r->suite, rt->key), b = bench_phase_index(r->suite, rt->base);
+	int a = bench_phase_index(r->suite, rt->key), b;
 	const struct bench_phase_def *da, *db;
 	double v[BENCH_MAX_ITERS];
 	unsigned n = 0;
 
+	if (!rt->base) /* a bound */
+		return a < 0 || !r->has[a] ? NAN : bench_phase_per_page(r, a);
+	b = bench_phase_index(r->suite, rt->base);
 	if (a < 0 || b < 0 || !r->has[a] || !r->has[b])
 		return NAN;
 	da = &r->suite->phases[a];
@@ -246,13 +249,46 @@ double bench_ratio_value(const struct bench_run *r, const struct bench_ratio *rt
 	return n ? median(v, (int)n) : NAN;
 }
 
-const char *bench_ratio_verdict(const struct bench_ratio *rt, double v)
+static bool ratio_applies(const struct bench_run *r, const struct bench_ratio *rt)
 {
-	if (!rt->max_ratio)
+	return rt->max_ratio && (!rt->only_shift || rt->only_shift == r->cfg.page_shift);
+}
+
+const char *bench_ratio_verdict(const struct bench_run *r, const struct bench_ratio *rt, double v)
+{
+	if (!ratio_applies(r, rt))
 		return "";
 	if (isnan(v))
 		return "n/a";
 	return v <= rt->max_ratio ? "PASS" : "MISS";
+}
+
+const char *bench_ratio_target(const struct bench_run *r, const struct bench_ratio *rt, char *buf,
+			       size_t len)
+{
+	char n[32];
+
+	if (!ratio_applies(r, rt))
+		snprintf(buf, len, "%s", "");
+	else if (rt->base)
+		snprintf(buf, len, "<= %.2fx", rt->max_ratio);
+	else
+		snprintf(buf, len, "<= %s %s", bench_fmt_ns(rt->max_ratio, n, sizeof(n)),
+			 bench_norm_unit(&r->suite->phases[bench_phase_index(r->suite, rt->key)]));
+	return buf;
+}
+
+const char *bench_ratio_text(const struct bench_run *r, const struct bench_ratio *rt, double v,
+			     char *buf, size_t len)
+{
+	char n[32];
+
+	if (rt->base)
+		snprintf(buf, len, "%.2fx", v);
+	else
+		snprintf(buf, len, "%s %s", bench_fmt_ns(v, n, sizeof(n)),
+			 bench_norm_unit(&r->suite->phases[bench_phase_index(r->suite, rt->key)]));
+	return buf;
 }
 
 void bench_print_ratios(const struct bench_run *r)
@@ -261,17 +297,16 @@ void bench_print_ratios(const struct bench_run *r)
 
 	if (!r->cfg.out || !s->nratios)
 		return;
-	fprintf(r->cfg.out, "Ratios within the run (median of the per-iteration ratios; "
-		"targets are informational):\n");
+	fprintf(r->cfg.out, "Targets and ratios within the run (ratios: median of the "
+		"per-iteration ratios; a MISS is informational):\n");
 	for (unsigned i = 0; i < s->nratios; i++) {
 		const struct bench_ratio *rt = &s->ratios[i];
 		double v = bench_ratio_value(r, rt);
-		char tgt[32] = "";
+		char val[48], tgt[48];
 
-		if (rt->max_ratio)
-			snprintf(tgt, sizeof(tgt), "<= %.2fx", rt->max_ratio);
-		fprintf(r->cfg.out, "  %-44s %8.2fx  %-10s %s\n", rt->what, v, tgt,
-			bench_ratio_verdict(rt, v));
+		fprintf(r->cfg.out, "  %-44s %20s  %-22s %s\n", rt->what,
+			bench_ratio_text(r, rt, v, val, sizeof(val)),
+			bench_ratio_target(r, rt, tgt, sizeof(tgt)), bench_ratio_verdict(r, rt, v));
 	}
 }
 
@@ -537,6 +572,12 @@ const char *bench_fmt_ns(double ns, char *buf, size_t len)
 		snprintf(buf, len, "%.2f", ns);
 	else
 		snprintf(buf, len, "%.3f", ns);
+	return buf;
+}
+
+const char *bench_layout_name(unsigned page_shift, unsigned levels, char *buf, size_t len)
+{
+	snprintf(buf, len, "%uK/%u-level", 1u << (page_shift - 10), levels);
 	return buf;
 }
 

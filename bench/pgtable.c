@@ -21,22 +21,20 @@
  *                   emptied tables and free them (memslot delete)
  *
  * One untimed iteration comes first, so that the pool holds its table
- * pages and the caches the code, as in a VM that has run for a while
- * (bench_pgtable's medians discount that first pass much the same way).
+ * pages and the caches the code, as in a VM that has run for a while.
  * Everything is ns per page (per lookup for lookups); the ratios to the
  * limit are medians of the per-iteration ratios. The table maps fake
  * frame numbers: no guest RAM is allocated, so -v, -m and --backing do
- * not apply. The operations are the kernels of bench/lib/kernels_pgtable.c
- * that bench/bench_pgtable runs too; a count that does not match (a page
+ * not apply. The operations are the kernels of bench/lib/kernels_pgtable.c;
+ * a count that does not match (a page
  * not mapped, not found, not changed) fails the run. The command's thread
  * is pinned to CPU 0 for the run.
  */
 #include <math.h>
 #include <string.h>
 
-#include "bench.h"
-#include "bench_common.h"
-#include "cli.h"
+#include "lib/suite.h"
+#include "lib/common.h"
 #include "lib/kernels_pgtable.h"
 
 #define PT_SEED 0x6770616d6d2d6265ULL
@@ -70,16 +68,18 @@ static const struct bench_counter_def pt_counters[] = {
 	[PT_FLUSHED] = { "pages_flushed", "pages cleared by flush" },
 };
 
-/* Targets as bench/bench_pgtable's; the others are for reading. */
+/* The targets of the page-table core; the other ratios are for reading. */
 static const struct bench_ratio pt_ratios[] = {
-	{ "map", "limit", "map / limit", 0 },
-	{ "lookup", "limit", "random lookup / limit", 0 },
-	{ "mkclean_range", "limit", "mkclean range / limit", 1.6 },
-	{ "mkclean_mask", "limit", "mkclean by mask / limit", 2.5 },
-	{ "mkold", "limit", "mkold range / limit", 0 },
-	{ "test_young", "limit", "test_young / limit", 0 },
-	{ "unmap", "limit", "unmap range / limit", 0 },
-	{ "flush", "limit", "flush + free_deferred / limit", 0 },
+	{ "map", "limit", "map / limit", 0, 0 },
+	{ "lookup", "limit", "random lookup / limit", 0, 0 },
+	{ "mkclean_range", "limit", "mkclean range / limit", 1.6, 0 },
+	{ "mkclean_mask", "limit", "mkclean by mask / limit", 2.5, 0 },
+	{ "mkold", "limit", "mkold range / limit", 0, 0 },
+	{ "test_young", "limit", "test_young / limit", 0, 0 },
+	{ "unmap", "limit", "unmap range / limit", 0, 0 },
+	{ "flush", "limit", "flush + free_deferred / limit", 0, 0 },
+	BENCH_BOUND("map", "map (with memcache top-up)", 40, 0),
+	BENCH_BOUND("lookup", "random lookup", 10, 0),
 };
 
 /* Every page mapped, found, cleaned and flushed exactly once per iteration. */
@@ -276,7 +276,7 @@ static int pt_run_gpamm(const struct bench_cfg *c, struct bench_run *r)
 	if (c->out) {
 		fprintf(c->out, "== gpamm: %s, %s of GPA (%llu pages), %u iteration%s after an "
 			"untimed one, a fresh table each; %s%d\n",
-			cli_layout_name(c->page_shift, c->levels, lay, sizeof(lay)),
+			bench_layout_name(c->page_shift, c->levels, lay, sizeof(lay)),
 			bench_size_str(total, tot, sizeof(tot)), (unsigned long long)r->pages,
 			c->iterations, c->iterations == 1 ? "" : "s",
 			cpu < 0 ? "not pinned: CPU " : "pinned to CPU ", cpu < 0 ? PT_CPU : cpu);

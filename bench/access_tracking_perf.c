@@ -37,8 +37,7 @@
 #include <string.h>
 
 #include "gpamm/gpamm.h"
-#include "bench.h"
-#include "cli.h"
+#include "lib/suite.h"
 
 static const struct bench_phase_def at_phases[] = {
 	{ "populate", "Populating memory", NULL, "populate memory", false,

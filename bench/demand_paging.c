@@ -24,8 +24,7 @@
 #include <string.h>
 
 #include "gpamm/gpamm.h"
-#include "bench.h"
-#include "cli.h"
+#include "lib/suite.h"
 
 static const struct bench_phase_def dp_phases[] = {
 	{ "total", "Total guest execution time", "Demand paging (total guest execution)",

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: MIT
-/* The JSON writer behind "gpamm bench --json"; see bench_json.h. */
+/* The JSON writer behind "gpamm bench --json"; see json.h. */
 #include <inttypes.h>
 #include <math.h>
 
-#include "bench_json.h"
+#include "json.h"
 
 void jw_init(struct jw *w, FILE *f)
 {
