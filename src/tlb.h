@@ -2,8 +2,47 @@
 /*
  * The per-vCPU software TLB: its structure and the inline fast path (front
  * cache, STLB probe and fill); the rest is in tlb.c. Knows nothing of
- * vCPUs or VMs: the shootdown that asks vCPUs to flush is the vCPU's
- * request protocol (vcpu.c).
+ * vCPUs, VMs or page-table entries: the shootdown that asks vCPUs to flush
+ * is the vCPU's request protocol (vcpu.c), and the walk that feeds a fill
+ * is the architecture's (arch/loongarch/walker.h).
+ *
+ * The geometry is LoongArch's (REFERENCE.md §9):
+ *
+ *   STLB   8 ways x 256 sets = 2048 entries, base pages only (its page
+ *          size is the VM's base page size). An entry maps an even/odd
+ *          PAIR of adjacent base pages, as LDPTE fills it: tag = the VPPN
+ *          (gpa >> (page_shift + 1)), set = VPPN & 255. Each half has its
+ *          own V (loads allowed) and D (stores allowed; set only with V)
+ *          and its own host address: the two host pages of a pair are not
+ *          contiguous. 2048 entries reach 4096 pages.
+ *   MTLB   64 entries, fully associative, huge (PMD-level) leaves only.
+ *          Also pairs: the refill splits a leaf of 2^S bytes into two
+ *          halves of 2^(S-1), both from the one entry; the tag is
+ *          gpa >> S and the entry keeps S.
+ *   front  the last base page used, for a hit in two compares.
+ *
+ * Contract:
+ * - A fill writes one whole pair: the walk read both entries (an entry
+ *   that is not VALID gives a half without V; without DIRTY, a half
+ *   without D). Every half is therefore implied by what its leaf was at
+ *   the fill, never by its neighbour's.
+ * - A half without V (for a store: without D) is a miss, not a fault: the
+ *   caller walks again, since the leaf may have been upgraded since the
+ *   fill (another vCPU's fault is an upgrade and flushes only its own
+ *   TLB), and faults only if the walk still fails. The refill replaces the
+ *   pair in place (same VPPN, same way).
+ * - gpamm_tlb_flush_gpa() kills the whole pair that holds @gpa, in the
+ *   STLB and in the MTLB (INVTLB by address), and the front cache; so a
+ *   flush of either page of a pair drops its neighbour too, and a
+ *   downgrade of the odd page flushes an entry a miss on the even page
+ *   filled. gpamm_tlb_flush_all() drops everything.
+ * - Replacement in a set: a stale copy of the same VPPN (at most one way
+ *   of a set holds a VPPN), else a free way, else a stateless
+ *   pseudo-random way (from the VPPN's bits above the index). The MTLB
+ *   takes a free slot or a stale copy, else the next one round robin.
+ *
+ * Context: every function runs on the vCPU's own thread (or before it
+ * runs); nothing here is shared.
  */
 #ifndef GPAMM_TLB_H
 #define GPAMM_TLB_H
@@ -13,80 +52,98 @@
 
 #include "util.h"
 
-#define TLB_SETS 512
-#define TLB_WAYS 4 /* a set is one 64-byte cache line */
+#define STLB_SETS 256
+#define STLB_WAYS 8 /* the tags of a set are one 64-byte cache line */
 #define MTLB_ENTRIES 64
 #define TLB_GPA_QUEUE 8
 
 /*
- * A base-page entry is two words: a tag, (vpn << 2) | (D << 1) | 1 (0 when
- * empty), and the host address of the page. 2048 of them fill 32 KiB, an
- * L1 data cache. What only the checking mode needs lives beside them.
+ * A half's state, as a fill is given it: V = a load may use it, D = a
+ * store may too (a fill sets D only with V).
  */
-#define TLBT_VALID 1ULL
-#define TLBT_WRITE 2ULL  /* hardware D bit: stores allowed */
+#define TLBH_V 1u
+#define TLBH_D 2u
 
-struct tlb_entry {
-	uint64_t tag;
-	uint8_t *hptr;
-};
+/*
+ * An STLB tag is one word: (vppn << TLBT_SHIFT) | the even half's state in
+ * bits 0-1 | the odd half's in bits 2-3; 0 is a free way (a fill always
+ * has its accessed half valid, so a live entry is never 0). A probe is one
+ * and + compare per way: the tag bits, and the state bits the access needs.
+ */
+#define TLBT_SHIFT 4
+#define TLBT_STATE ((1ULL << TLBT_SHIFT) - 1)
+#define TLBT_V(h) ((uint64_t)TLBH_V << (2 * (h)))
+#define TLBT_D(h) ((uint64_t)TLBH_D << (2 * (h)))
 
+/* Checking mode only: what a half should map, for the stale check. */
 struct tlb_extra {
 	uint64_t pfn;
-	uint64_t hva;      /* checking mode: the HVA the page should be mapped at */
+	uint64_t hva; /* the HVA the page is expected at (its memslot's, at the fill) */
 };
 
 struct mtlb_entry {
-	uint64_t tag;      /* as above, vpn in the entry's own page size */
-	uint8_t *hptr;
-	uint64_t pfn, hva;
-	unsigned shift;
+	uint64_t tag; /* ((gpa >> shift) << TLBT_SHIFT) | the halves' states */
+	unsigned shift; /* the leaf's size; a half is 2^(shift - 1) */
+	uint8_t *hptr[2];
+	uint64_t pfn[2], hva[2];
+};
+
+/* What a fill is told about one half of a pair. */
+struct tlb_half {
+	uint8_t *hptr;  /* host address of the half's first byte */
+	uint64_t pfn;   /* checking mode and MTLB: its first base page's PFN */
+	uint64_t hva;   /* checking mode: the HVA it is expected at */
+	unsigned state; /* TLBH_V | TLBH_D */
 };
 
 struct tlb {
 	/*
 	 * The front cache: the last base page used. A load hits when
 	 * (gpa & pmask) == rbase, a store when it equals wbase (the page base
-	 * if the entry has D, else 1, which no masked address equals). Masks
+	 * if the half has D, else 1, which no masked address equals). Masks
 	 * instead of shifts keep the hit path to loads, an and and a compare.
 	 */
 	uint64_t pmask;
 	uint64_t rbase, wbase;
 	intptr_t front_delta; /* host address of gpa in the front page = gpa + delta */
-	unsigned page_shift; /* base page size of the STLB */
+	unsigned page_shift; /* base page size of the STLB; a pair is twice it */
 	bool checking;       /* every access goes the slow way (and is checked) */
 	unsigned mtlb_nr, mtlb_victim;
-	struct tlb_entry set[TLB_SETS][TLB_WAYS] __attribute__((aligned(64)));
-	struct tlb_extra extra[TLB_SETS][TLB_WAYS]; /* written in checking mode only */
+	/* 16 KiB of tags, then the host addresses (a way's two halves side by
+	 * side, so a fill writes one line of them), 32 KiB */
+	uint64_t tag[STLB_SETS][STLB_WAYS] __attribute__((aligned(64)));
+	uint8_t *hptr[STLB_SETS][STLB_WAYS][2] __attribute__((aligned(64)));
+	struct tlb_extra extra[STLB_SETS][STLB_WAYS][2]; /* written in checking mode only */
 	struct mtlb_entry mtlb[MTLB_ENTRIES]; /* fully associative, huge pages */
 };
-
-static inline uint64_t tlb_tag(uint64_t vpn)
-{
-	return (vpn << 2) | TLBT_VALID;
-}
 
 /* tlb.c */
 void gpamm_tlb_init(struct tlb *t, unsigned page_shift);
 void gpamm_tlb_flush_all(struct tlb *t);
 void gpamm_tlb_flush_gpa(struct tlb *t, uint64_t gpa);
-/* Return: the host address of the page. */
-uint8_t *gpamm_tlb_fill(struct tlb *t, uint64_t gpa, unsigned shift, uint8_t *hptr, uint64_t pfn,
-			uint64_t hva, bool writable);
+/*
+ * Fill the pair (STLB when @shift is the base page shift, MTLB for a huge
+ * leaf of 2^@shift bytes) that holds @gpa with @half[0] (even) and
+ * @half[1] (odd), and the front cache when the accessed half is a base
+ * page and not in checking mode. The accessed half must have V.
+ * Return: the host address of @gpa.
+ */
+uint8_t *gpamm_tlb_fill(struct tlb *t, uint64_t gpa, unsigned shift, const struct tlb_half half[2]);
 
 /*
  * Look-up on the access path: the host address for @gpa, or NULL on a miss
- * (for a store, an entry without D is a miss). Checking mode looks up with
- * tlb_lookup_slow(), which also gives the entry's PFN and HVA.
+ * (a half without V, and for a store one without D, is a miss). Checking
+ * mode looks up with tlb_lookup_slow(), which also gives the half's PFN
+ * and HVA (of the base page that holds @gpa).
  */
 uint8_t *tlb_lookup_slow(struct tlb *t, uint64_t gpa, bool write, uint64_t *pfn, uint64_t *hva);
 
-static inline void tlb_front_set(struct tlb *t, uint64_t gpa, uint64_t tag, uint8_t *hptr)
+static inline void tlb_front_set(struct tlb *t, uint64_t gpa, bool dirty, uint8_t *hptr)
 {
 	uint64_t base = gpa & t->pmask;
 
 	t->rbase = base;
-	t->wbase = (tag & TLBT_WRITE) ? base : 1;
+	t->wbase = dirty ? base : 1;
 	t->front_delta = (intptr_t)hptr - (intptr_t)base;
 }
 
@@ -95,82 +152,114 @@ static inline void tlb_front_clear(struct tlb *t)
 	t->rbase = t->wbase = 1;
 }
 
-/*
- * The way a base-page fill takes in its set: a stale copy of the same page,
- * else a free way, else one picked from the VPN's higher bits (a stateless
- * pseudo-random choice: no replacement state to store on every miss).
- */
-static ALWAYS_INLINE unsigned tlb_pick_way(const struct tlb_entry *row, uint64_t vpn,
-					   uint64_t tag)
+static ALWAYS_INLINE uint64_t tlb_vppn(const struct tlb *t, uint64_t gpa)
 {
-	unsigned free_way = TLB_WAYS;
+	return gpa >> (t->page_shift + 1);
+}
 
-	for (unsigned w = 0; w < TLB_WAYS; w++) {
-		uint64_t et = row[w].tag;
-		if (!((et ^ tag) & ~TLBT_WRITE))
+/* Which half of its pair the base page of @gpa is: 0 even, 1 odd. */
+static ALWAYS_INLINE unsigned tlb_half_of(const struct tlb *t, uint64_t gpa)
+{
+	return (unsigned)(gpa >> t->page_shift) & 1;
+}
+
+static ALWAYS_INLINE uint64_t tlb_pair_tag(uint64_t vppn, unsigned st0, unsigned st1)
+{
+	return (vppn << TLBT_SHIFT) | st0 | ((uint64_t)st1 << 2);
+}
+
+/*
+ * The way a fill of @vppn takes in its set @row: a stale copy of the same
+ * pair, else a free way, else one picked from the VPPN's bits above the
+ * set index (a stateless pseudo-random choice: no replacement state to
+ * store on every miss).
+ */
+static ALWAYS_INLINE unsigned tlb_pick_way(const uint64_t *row, uint64_t vppn)
+{
+	unsigned free_way = STLB_WAYS;
+
+	for (unsigned w = 0; w < STLB_WAYS; w++) {
+		uint64_t et = row[w];
+		if (et && (et >> TLBT_SHIFT) == vppn)
 			return w;
 		if (!et)
 			free_way = w;
 	}
-	if (free_way < TLB_WAYS)
+	if (free_way < STLB_WAYS)
 		return free_way;
-	return (unsigned)((vpn >> 9) ^ (vpn >> 11) ^ (vpn >> 13)) & (TLB_WAYS - 1);
+	return (unsigned)((vppn >> 8) ^ (vppn >> 11) ^ (vppn >> 14)) & (STLB_WAYS - 1);
 }
 
 /*
- * Put a base-page entry in its set (outside checking mode), without
- * touching the front cache. Return: the entry's tag.
+ * Put a pair in its STLB set (outside checking mode), without touching
+ * the front cache: the tag and the two host addresses, three stores (a
+ * half without V keeps whatever host address it is given: it is never
+ * read). Return: the set and way it went to, as set * STLB_WAYS + way.
  */
-static ALWAYS_INLINE uint64_t tlb_fill_entry(struct tlb *t, uint64_t gpa, uint8_t *hptr,
-					     bool writable)
+static ALWAYS_INLINE unsigned tlb_fill_pair(struct tlb *t, uint64_t gpa, unsigned st0,
+					    unsigned st1, uint8_t *h0, uint8_t *h1)
 {
-	uint64_t vpn = gpa >> t->page_shift;
-	uint64_t tag = tlb_tag(vpn) | (writable ? TLBT_WRITE : 0);
-	struct tlb_entry *row = t->set[vpn & (TLB_SETS - 1)];
-	unsigned way = tlb_pick_way(row, vpn, tag);
+	uint64_t vppn = tlb_vppn(t, gpa);
+	unsigned set = (unsigned)vppn & (STLB_SETS - 1);
+	unsigned way = tlb_pick_way(t->tag[set], vppn);
 
-	row[way].tag = tag;
-	row[way].hptr = hptr;
-	return tag;
-}
-
-/* Fill a base-page entry and the front; returns the host address of @gpa. */
-static ALWAYS_INLINE uint8_t *tlb_fill_base(struct tlb *t, uint64_t gpa, uint8_t *hptr,
-					    bool writable)
-{
-	tlb_front_set(t, gpa, tlb_fill_entry(t, gpa, hptr, writable), hptr);
-	return hptr + (gpa & ~t->pmask);
+	t->tag[set][way] = tlb_pair_tag(vppn, st0, st1);
+	t->hptr[set][way][0] = h0;
+	t->hptr[set][way][1] = h1;
+	return set * STLB_WAYS + way;
 }
 
 /*
- * The STLB entry that serves an access at @gpa (for a store, one with D),
- * or NULL. Looks at neither the front cache nor the MTLB.
+ * The STLB way that serves an access at @gpa (its half with V, and D for a
+ * store), as set * STLB_WAYS + way, or -1. Looks at neither the front
+ * cache nor the MTLB. One line of tags; each way one and + compare.
  */
-static ALWAYS_INLINE const struct tlb_entry *tlb_probe(const struct tlb *t, uint64_t gpa,
-						       bool write)
+static ALWAYS_INLINE int tlb_probe(const struct tlb *t, uint64_t gpa, bool write)
 {
-	const uint64_t ign = write ? 0 : TLBT_WRITE; /* a load does not need D */
-	uint64_t vpn = gpa >> t->page_shift, want = tlb_tag(vpn) | TLBT_WRITE;
-	const struct tlb_entry *row = t->set[vpn & (TLB_SETS - 1)];
+	const unsigned h = tlb_half_of(t, gpa);
+	const uint64_t vppn = tlb_vppn(t, gpa);
+	const uint64_t need = write ? TLBT_V(h) | TLBT_D(h) : TLBT_V(h);
+	const uint64_t mask = ~TLBT_STATE | need, want = (vppn << TLBT_SHIFT) | need;
+	const unsigned set = (unsigned)vppn & (STLB_SETS - 1);
+	const uint64_t *row = t->tag[set];
 
-	for (unsigned w = 0; w < TLB_WAYS; w++)
-		if ((row[w].tag | ign) == want)
-			return &row[w];
-	return NULL;
+	for (unsigned w = 0; w < STLB_WAYS; w++)
+		if ((row[w] & mask) == want)
+			return (int)(set * STLB_WAYS + w);
+	return -1;
+}
+
+/* The tag and the host address of @gpa's half of the way tlb_probe() found. */
+static ALWAYS_INLINE uint64_t tlb_way_tag(const struct tlb *t, unsigned sw)
+{
+	return t->tag[sw / STLB_WAYS][sw % STLB_WAYS];
+}
+
+static ALWAYS_INLINE uint8_t *tlb_way_hptr(const struct tlb *t, unsigned sw, uint64_t gpa)
+{
+	return t->hptr[sw / STLB_WAYS][sw % STLB_WAYS][tlb_half_of(t, gpa)];
+}
+
+/* Whether @gpa's half in the pair tagged @tag has D. */
+static ALWAYS_INLINE bool tlb_tag_dirty(const struct tlb *t, uint64_t tag, uint64_t gpa)
+{
+	return (tag >> (2 * tlb_half_of(t, gpa))) & TLBH_D;
 }
 
 static ALWAYS_INLINE uint8_t *tlb_lookup(struct tlb *t, uint64_t gpa, bool write)
 {
-	const struct tlb_entry *e;
+	int sw;
 
 	if (likely((gpa & t->pmask) == (write ? t->wbase : t->rbase)))
 		return (uint8_t *)(uintptr_t)((intptr_t)gpa + t->front_delta);
 	if (unlikely(t->checking))
 		return NULL; /* the front cache is never set in checking mode */
-	e = tlb_probe(t, gpa, write);
-	if (e) {
-		tlb_front_set(t, gpa, e->tag, e->hptr);
-		return e->hptr + (gpa & ~t->pmask);
+	sw = tlb_probe(t, gpa, write);
+	if (sw >= 0) {
+		uint8_t *hptr = tlb_way_hptr(t, (unsigned)sw, gpa);
+
+		tlb_front_set(t, gpa, tlb_tag_dirty(t, tlb_way_tag(t, (unsigned)sw), gpa), hptr);
+		return hptr + (gpa & ~t->pmask);
 	}
 	if (unlikely(t->mtlb_nr))
 		return tlb_lookup_slow(t, gpa, write, NULL, NULL);

@@ -12,8 +12,10 @@
  * entered again (processing pending TLB requests) and the access retried.
  *
  * An access: check requests -> TLB -> on a miss the walker reads the real
- * LoongArch entries (following invalid tables as hardware does) and fills
- * the TLB when VALID (and DIRTY for a store) is set -> otherwise a fault.
+ * LoongArch entries (following invalid tables as hardware does) and, when
+ * the accessed entry is VALID (and DIRTY for a store), fills the TLB with
+ * the pair that holds it (both entries, as LDPTE loads them) -> otherwise
+ * a fault.
  */
 #include <errno.h>
 #include <sched.h>
@@ -205,11 +207,23 @@ static ALWAYS_INLINE gpamm_pte_t *hw_descend(const struct gpamm_vm *vm, uint64_t
 }
 
 /* a function of its own, as before the move: the miss path's code stays small */
-static bool hw_walk(struct gpamm_vm *vm, uint64_t gpa, bool write, gpamm_pte_t *out,
+static bool hw_walk(struct gpamm_vm *vm, uint64_t gpa, bool write, gpamm_pte_t pair[2],
 		    unsigned *levelp)
 {
-	return la_walk(vm->pgt.root, vm->layout, vm->geom.gpa_bits, vm->flags & GPAMM_VM_PTW, gpa,
-		       write, out, levelp);
+	return la_walk_pair(vm->pgt.root, vm->layout, vm->geom.gpa_bits, vm->flags & GPAMM_VM_PTW,
+			    gpa, write, pair, levelp);
+}
+
+/* A TLB half's state from its entry, as the CPU loads it: V from VALID, D from DIRTY (with V). */
+static ALWAYS_INLINE unsigned pte_half_state(gpamm_pte_t e)
+{
+	return (e & GPAMM_PTE_VALID) ? TLBH_V | ((e & GPAMM_PTE_DIRTY) ? TLBH_D : 0) : 0;
+}
+
+/* The halves' size for a leaf at @level: a base page, or half a huge leaf. */
+static ALWAYS_INLINE unsigned half_shift(const struct gpamm_vm *vm, unsigned level)
+{
+	return level ? vm->geom.shift[level] - 1 : vm->geom.page_shift;
 }
 
 /* ---- translation ----------------------------------------------------------- */
@@ -279,30 +293,42 @@ static __attribute__((noinline)) uint8_t *xlate_fault(struct gpamm_vcpu *v, uint
 	return NULL;
 }
 
-/* Checking mode: every access comes here, is translated and verified. */
+/*
+ * Checking mode: every access comes here, is translated and verified. A
+ * fill records, for each half of the pair, the PFN its entry names and
+ * the HVA its memslot has for it now, so that a later hit on either half
+ * (the one not accessed now too) is checked against what it should map.
+ */
 static __attribute__((noinline)) uint8_t *xlate_checked(struct gpamm_vcpu *v, uint64_t gpa,
 							bool write, enum xlate_exit *ex)
 {
 	struct gpamm_vm *vm = v->vm;
 	const unsigned ps = vm->geom.page_shift;
-	uint64_t pfn, hva, base;
-	gpamm_pte_t e;
-	unsigned level, shift;
+	struct tlb_half half[2];
+	uint64_t pfn, hva, off;
+	gpamm_pte_t pair[2];
+	unsigned level, hs, h;
 	uint8_t *p = tlb_lookup_slow(&v->tlb, gpa, write, &pfn, &hva);
 
 	if (p)
 		return check_stale(v, p, gpa, pfn, hva, write, true, ex);
-	vstat_inc(&v->st_tlb_misses);
-	if (!hw_walk(vm, gpa, write, &e, &level))
+	if (!hw_walk(vm, gpa, write, pair, &level))
 		return xlate_fault(v, gpa, write, ex);
-	shift = vm->geom.shift[level];
-	pfn = gpamm_pte_pfn(e, ps);
-	base = gpa & ~((1ULL << shift) - 1);
-	hva = expected_hva(vm, base);
-	p = gpamm_tlb_fill(&v->tlb, gpa, shift, gpamm_host_page_ptr(vm->host, pfn), pfn, hva,
-			   e & GPAMM_PTE_DIRTY);
-	base = (gpa - base) & ~((1ULL << ps) - 1);
-	return check_stale(v, p, gpa, pfn + (base >> ps), hva + base, write, false, ex);
+	vstat_inc(&v->st_tlb_misses);
+	hs = half_shift(vm, level);
+	for (unsigned i = 0; i < 2; i++) {
+		uint64_t hbase = ((gpa >> (hs + 1)) << (hs + 1)) + ((uint64_t)i << hs);
+
+		half[i].pfn = gpamm_pte_pfn(pair[i], ps);
+		half[i].state = pte_half_state(pair[i]);
+		half[i].hptr = half[i].state ? gpamm_host_page_ptr(vm->host, half[i].pfn) : NULL;
+		half[i].hva = half[i].state ? expected_hva(vm, hbase) : ~0ULL;
+	}
+	p = gpamm_tlb_fill(&v->tlb, gpa, vm->geom.shift[level], half);
+	h = (unsigned)(gpa >> hs) & 1;
+	off = (gpa & ((1ULL << hs) - 1)) & ~((1ULL << ps) - 1);
+	return check_stale(v, p, gpa, half[h].pfn + (off >> ps), half[h].hva + off, write, false,
+			   ex);
 }
 
 /*
@@ -316,20 +342,32 @@ static ALWAYS_INLINE uint8_t *xlate_miss(struct gpamm_vcpu *v, uint64_t gpa, boo
 					  enum xlate_exit *ex)
 {
 	struct gpamm_vm *vm = v->vm;
-	gpamm_pte_t e;
+	const unsigned ps = vm->geom.page_shift;
+	struct tlb_half half[2];
+	gpamm_pte_t pair[2];
 	unsigned level;
 
 	if (unlikely(v->checking))
 		return xlate_checked(v, gpa, write, ex);
-	if (unlikely(!hw_walk(vm, gpa, write, &e, &level)))
+	if (unlikely(!hw_walk(vm, gpa, write, pair, &level)))
 		return xlate_fault(v, gpa, write, ex);
 	vstat_inc(&v->st_tlb_misses);
-	uint64_t pfn = gpamm_pte_pfn(e, vm->geom.page_shift);
-	uint8_t *hptr = gpamm_host_page_ptr(vm->host, pfn);
-	if (likely(level == 0))
-		return tlb_fill_base(&v->tlb, gpa, hptr, e & GPAMM_PTE_DIRTY);
-	return gpamm_tlb_fill(&v->tlb, gpa, vm->geom.shift[level], hptr, pfn, 0,
-			      e & GPAMM_PTE_DIRTY);
+	for (unsigned i = 0; i < 2; i++) {
+		half[i].state = pte_half_state(pair[i]);
+		half[i].pfn = gpamm_pte_pfn(pair[i], ps);
+		/* a half without V is never read: no host look-up for it */
+		half[i].hptr = half[i].state ? gpamm_host_page_ptr(vm->host, half[i].pfn) : NULL;
+		half[i].hva = 0;
+	}
+	if (likely(level == 0)) {
+		struct tlb *t = &v->tlb;
+		const unsigned h = tlb_half_of(t, gpa);
+
+		tlb_fill_pair(t, gpa, half[0].state, half[1].state, half[0].hptr, half[1].hptr);
+		tlb_front_set(t, gpa, half[h].state & TLBH_D, half[h].hptr);
+		return half[h].hptr + (gpa & ~t->pmask);
+	}
+	return gpamm_tlb_fill(&v->tlb, gpa, vm->geom.shift[level], half);
 }
 
 /*
@@ -494,7 +532,7 @@ static ALWAYS_INLINE void wl_prefetch(const struct gpamm_vcpu *v, uint64_t gpa)
 	gpamm_pte_t e, *ptep;
 	unsigned level;
 
-	__builtin_prefetch(t->set[(gpa >> t->page_shift) & (TLB_SETS - 1)]);
+	__builtin_prefetch(t->tag[tlb_vppn(t, gpa) & (STLB_SETS - 1)]);
 	if (likely(v->fast_refill && !(gpa >> v->vm->geom.gpa_bits))) {
 		ptep = hw_descend(v->vm, gpa, false, &e, &level);
 		if (!level)
@@ -514,25 +552,28 @@ static ALWAYS_INLINE void wl_flush_misses(struct gpamm_vcpu *v, uint64_t *misses
 /*
  * The workload loops' refill of a front miss, inline and with as few
  * stores as it can (each store of a miss holds a store-buffer slot while
- * the access's own store waits for memory): STLB probe, else the walk and
- * a base-page fill (two stores). The new front goes to the loop's copy
- * only; the TLB's own front keeps an older page, which is as valid (every
- * flush clears it and reaches the loop as a request first). Misses are
- * counted in the loop and added to the statistics when it ends or leaves
- * for the slow path. Anything else -- checking mode, a pending request,
- * huge entries, a leaf that would fault, a host whose frames are not
- * linear -- returns NULL for access_slow().
+ * the access's own store waits for memory): STLB probe, else the walk, the
+ * pair read (both entries are in one cache line) and a pair fill (three
+ * stores). The new front goes to the loop's copy only; the TLB's own
+ * front keeps an older page, which is as valid (every flush clears it and
+ * reaches the loop as a request first). Misses are counted in the loop
+ * and added to the statistics when it ends or leaves for the slow path.
+ * Anything else -- checking mode, a pending request, huge entries, a leaf
+ * that would fault (or a PTW update), a host whose frames are not linear
+ * -- returns NULL for access_slow().
  */
 static ALWAYS_INLINE uint8_t *wl_refill(struct gpamm_vcpu *v, struct front *f, uint64_t gpa,
 					bool write, uint64_t *misses)
 {
 	struct gpamm_vm *vm = v->vm;
 	struct tlb *t = &v->tlb;
-	const struct tlb_entry *te;
-	gpamm_pte_t e;
-	unsigned level;
-	uint64_t tag, page;
+	const unsigned ps = vm->geom.page_shift;
+	gpamm_pte_t pair[2], e, *ptep;
+	unsigned level, h;
+	uint64_t page;
 	uint8_t *hptr;
+	bool dirty;
+	int sw;
 
 	/* Computed here, not shared with the hit test: shared, the compiler
 	 * keeps it on the stack, a store on every hit. */
@@ -542,25 +583,34 @@ static ALWAYS_INLINE uint8_t *wl_refill(struct gpamm_vcpu *v, struct front *f, u
 	if (unlikely(!v->fast_refill | !!t->mtlb_nr |
 		     !!atomic_load_explicit(&v->requests, memory_order_relaxed)))
 		return NULL;
-	te = tlb_probe(t, gpa, write);
-	if (te) {
-		tag = te->tag;
-		hptr = te->hptr;
+	sw = tlb_probe(t, gpa, write);
+	if (sw >= 0) {
+		dirty = tlb_tag_dirty(t, tlb_way_tag(t, (unsigned)sw), gpa);
+		hptr = tlb_way_hptr(t, (unsigned)sw, gpa);
 	} else {
 		if (unlikely(gpa >> vm->geom.gpa_bits))
 			return NULL;
-		hw_descend(vm, gpa, true, &e, &level);
-		if (unlikely(level || !(e & GPAMM_PTE_VALID) ||
-			     (write && !(e & GPAMM_PTE_DIRTY))))
+		ptep = hw_descend(vm, gpa, false, &e, &level);
+		if (unlikely(level))
 			return NULL;
-		hptr = (uint8_t *)(uintptr_t)((intptr_t)(gpamm_pte_pfn(e, vm->geom.page_shift)
-							  << vm->geom.page_shift) +
-					      vm->host->pfn_linear_off);
-		tag = tlb_fill_entry(t, gpa, hptr, e & GPAMM_PTE_DIRTY);
+		la_ldpte_pair(ptep, pair);
+		h = tlb_half_of(t, gpa);
+		e = pair[h];
+		if (unlikely(!(e & GPAMM_PTE_VALID) || (write && !(e & GPAMM_PTE_DIRTY))))
+			return NULL;
+		/* linear frames: the host address is arithmetic; a half without
+		 * V gets a meaningless one, never read */
+		uint8_t *h0 = (uint8_t *)(uintptr_t)((intptr_t)(gpamm_pte_pfn(pair[0], ps) << ps) +
+						     vm->host->pfn_linear_off);
+		uint8_t *h1 = (uint8_t *)(uintptr_t)((intptr_t)(gpamm_pte_pfn(pair[1], ps) << ps) +
+						     vm->host->pfn_linear_off);
+		tlb_fill_pair(t, gpa, pte_half_state(pair[0]), pte_half_state(pair[1]), h0, h1);
+		hptr = h ? h1 : h0;
+		dirty = e & GPAMM_PTE_DIRTY;
 		(*misses)++;
 	}
 	f->rb = page;
-	f->wb = (tag & TLBT_WRITE) ? page : 1;
+	f->wb = dirty ? page : 1;
 	f->d = (intptr_t)hptr - (intptr_t)page;
 	return front_ptr(f, gpa);
 }
