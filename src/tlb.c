@@ -17,34 +17,32 @@ void gpamm_tlb_init(struct tlb *t, unsigned page_shift)
 {
 	memset(t, 0, sizeof(*t));
 	t->page_shift = page_shift;
+	t->pair_shift = page_shift + 1;
 	t->pmask = ~((1ULL << page_shift) - 1);
-	tlb_front_clear(t);
+	gpamm_tlb_flush_all(t);
 }
 
 void gpamm_tlb_flush_all(struct tlb *t)
 {
 	/* the tags alone: a free way's host addresses are never read */
-	memset(t->tag, 0, sizeof(t->tag));
-	for (unsigned i = 0; i < t->mtlb_nr; i++)
-		t->mtlb[i].tag = 0;
-	t->mtlb_nr = 0;
+	memset(t->tag, 0xff, sizeof(t->tag));
+	t->mtlb_nr = 0; /* an MTLB slot is looked at only below mtlb_nr, and written whole */
 	t->mtlb_victim = 0;
 	tlb_front_clear(t);
 }
 
 void gpamm_tlb_flush_gpa(struct tlb *t, uint64_t gpa)
 {
-	uint64_t vppn = tlb_vppn(t, gpa);
-	uint64_t *row = t->tag[vppn & (STLB_SETS - 1)];
+	const struct tlb_pos p = tlb_pos(t, gpa);
+	int w = tlb_find(t, p);
 
 	/* the whole pair goes, whichever half @gpa is in (INVTLB by address) */
-	for (unsigned w = 0; w < STLB_WAYS; w++)
-		if (row[w] && (row[w] >> TLBT_SHIFT) == vppn)
-			row[w] = 0;
+	if (w >= 0)
+		t->tag[p.set][w] = TLBT_FREE;
 	for (unsigned i = 0; i < t->mtlb_nr; i++) {
 		struct mtlb_entry *e = &t->mtlb[i];
-		if (e->tag && (e->tag >> TLBT_SHIFT) == gpa >> e->shift)
-			e->tag = 0;
+		if ((e->tag >> TLBT_SHIFT) == gpa >> e->shift)
+			e->tag = TLBT_FREE;
 	}
 	tlb_front_clear(t);
 }
@@ -52,26 +50,26 @@ void gpamm_tlb_flush_gpa(struct tlb *t, uint64_t gpa)
 uint8_t *tlb_lookup_slow(struct tlb *t, uint64_t gpa, bool write, uint64_t *pfn, uint64_t *hva)
 {
 	const unsigned ps = t->page_shift;
-	int sw = tlb_probe(t, gpa, write);
+	const struct tlb_pos p = tlb_pos(t, gpa);
+	int w = tlb_probe(t, p, write);
 
-	if (sw >= 0) {
-		const unsigned h = tlb_half_of(t, gpa);
-		const struct tlb_extra *x = &t->extra[sw / STLB_WAYS][sw % STLB_WAYS][h];
+	if (w >= 0) {
+		const struct tlb_extra *x = &t->extra[p.set][w][p.half];
 
 		if (pfn)
 			*pfn = x->pfn;
 		if (hva)
 			*hva = x->hva;
-		return tlb_way_hptr(t, (unsigned)sw, gpa) + (gpa & ((1ULL << ps) - 1));
+		return t->hptr[p.set][w][p.half] + (gpa & ((1ULL << ps) - 1));
 	}
 	for (unsigned i = 0; i < t->mtlb_nr; i++) {
 		const struct mtlb_entry *e = &t->mtlb[i];
 		const unsigned hs = e->shift - 1; /* a half's size */
 		const unsigned h = (unsigned)(gpa >> hs) & 1;
-		const uint64_t need = write ? TLBT_V(h) | TLBT_D(h) : TLBT_V(h);
+		const uint64_t need = tlb_need(h, write);
 		const uint64_t off = gpa & ((1ULL << hs) - 1);
 
-		if (!e->tag || (e->tag >> TLBT_SHIFT) != gpa >> e->shift || (e->tag & need) != need)
+		if ((e->tag >> TLBT_SHIFT) != gpa >> e->shift || (e->tag & need) != need)
 			continue;
 		/* report the base page inside the half */
 		if (pfn)
@@ -91,7 +89,7 @@ static void mtlb_fill(struct tlb *t, uint64_t gpa, unsigned shift, const struct 
 	/* a stale copy of the pair first (never two copies), else a free slot */
 	for (unsigned i = 0; i < t->mtlb_nr && !e; i++) {
 		struct mtlb_entry *x = &t->mtlb[i];
-		if (!x->tag)
+		if (x->tag == TLBT_FREE)
 			free_e = free_e ? free_e : x;
 		else if (x->shift == shift && (x->tag >> TLBT_SHIFT) == gpa >> shift)
 			e = x;
@@ -116,19 +114,20 @@ static void mtlb_fill(struct tlb *t, uint64_t gpa, unsigned shift, const struct 
 uint8_t *gpamm_tlb_fill(struct tlb *t, uint64_t gpa, unsigned shift, const struct tlb_half half[2])
 {
 	if (shift == t->page_shift) {
-		const unsigned h = tlb_half_of(t, gpa);
-		unsigned sw = tlb_fill_pair(t, gpa, half[0].state, half[1].state, half[0].hptr,
-					    half[1].hptr);
+		const struct tlb_pos p = tlb_pos(t, gpa);
+		const struct tlb_half *a = &half[p.half];
+		unsigned w = tlb_fill_pair(t, gpa, half[0].state, half[1].state, half[0].hptr,
+					   half[1].hptr);
 
 		if (t->checking) {
 			for (unsigned i = 0; i < 2; i++) {
-				t->extra[sw / STLB_WAYS][sw % STLB_WAYS][i].pfn = half[i].pfn;
-				t->extra[sw / STLB_WAYS][sw % STLB_WAYS][i].hva = half[i].hva;
+				t->extra[p.set][w][i].pfn = half[i].pfn;
+				t->extra[p.set][w][i].hva = half[i].hva;
 			}
 		} else {
-			tlb_front_set(t, gpa, half[h].state & TLBH_D, half[h].hptr);
+			tlb_front_set(t, gpa, a->state & TLBH_D, a->hptr);
 		}
-		return half[h].hptr + (gpa & ((1ULL << shift) - 1));
+		return a->hptr + (gpa & ((1ULL << shift) - 1));
 	}
 	mtlb_fill(t, gpa, shift, half);
 	return half[(gpa >> (shift - 1)) & 1].hptr + (gpa & ((1ULL << (shift - 1)) - 1));

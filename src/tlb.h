@@ -12,8 +12,8 @@
  *          size is the VM's base page size). An entry maps an even/odd
  *          PAIR of adjacent base pages, as LDPTE fills it: tag = the VPPN
  *          (gpa >> (page_shift + 1)), set = VPPN & 255. Each half has its
- *          own V (loads allowed) and D (stores allowed; set only with V)
- *          and its own host address: the two host pages of a pair are not
+ *          own V (loads allowed) and D (stores allowed, with V) and its
+ *          own host address: the two host pages of a pair are not
  *          contiguous. 2048 entries reach 4096 pages.
  *   MTLB   64 entries, fully associative, huge (PMD-level) leaves only.
  *          Also pairs: the refill splits a leaf of 2^S bytes into two
@@ -39,7 +39,7 @@
  * - Replacement in a set: a stale copy of the same VPPN (at most one way
  *   of a set holds a VPPN), else a free way, else a stateless
  *   pseudo-random way (from the VPPN's bits above the index). The MTLB
- *   takes a free slot or a stale copy, else the next one round robin.
+ *   takes a stale copy or a free slot, else the next one round robin.
  *
  * Context: every function runs on the vCPU's own thread (or before it
  * runs); nothing here is shared.
@@ -58,20 +58,23 @@
 #define TLB_GPA_QUEUE 8
 
 /*
- * A half's state, as a fill is given it: V = a load may use it, D = a
- * store may too (a fill sets D only with V).
+ * A half's state, as a fill is given it (the entry's VALID and DIRTY): a
+ * load may use a half with V, a store one with V and D (D alone serves
+ * nothing: an aged dirty entry has DIRTY without VALID).
  */
 #define TLBH_V 1u
 #define TLBH_D 2u
 
 /*
  * An STLB tag is one word: (vppn << TLBT_SHIFT) | the even half's state in
- * bits 0-1 | the odd half's in bits 2-3; 0 is a free way (a fill always
- * has its accessed half valid, so a live entry is never 0). A probe is one
- * and + compare per way: the tag bits, and the state bits the access needs.
+ * bits 0-1 | the odd half's in bits 2-3. A free way holds TLBT_FREE, all
+ * ones, whose VPPN part no address has (a VPPN has at most 55 - 13 bits),
+ * so finding a pair is one and + compare per way with no test for free
+ * ways, and a free way is found with one compare per way.
  */
 #define TLBT_SHIFT 4
 #define TLBT_STATE ((1ULL << TLBT_SHIFT) - 1)
+#define TLBT_FREE (~0ULL)
 #define TLBT_V(h) ((uint64_t)TLBH_V << (2 * (h)))
 #define TLBT_D(h) ((uint64_t)TLBH_D << (2 * (h)))
 
@@ -82,7 +85,7 @@ struct tlb_extra {
 };
 
 struct mtlb_entry {
-	uint64_t tag; /* ((gpa >> shift) << TLBT_SHIFT) | the halves' states */
+	uint64_t tag; /* ((gpa >> shift) << TLBT_SHIFT) | the halves' states, or TLBT_FREE */
 	unsigned shift; /* the leaf's size; a half is 2^(shift - 1) */
 	uint8_t *hptr[2];
 	uint64_t pfn[2], hva[2];
@@ -106,7 +109,8 @@ struct tlb {
 	uint64_t pmask;
 	uint64_t rbase, wbase;
 	intptr_t front_delta; /* host address of gpa in the front page = gpa + delta */
-	unsigned page_shift; /* base page size of the STLB; a pair is twice it */
+	unsigned page_shift; /* base page size of the STLB */
+	unsigned pair_shift; /* page_shift + 1: a pair */
 	bool checking;       /* every access goes the slow way (and is checked) */
 	unsigned mtlb_nr, mtlb_victim;
 	/* 16 KiB of tags, then the host addresses (a way's two halves side by
@@ -152,15 +156,21 @@ static inline void tlb_front_clear(struct tlb *t)
 	t->rbase = t->wbase = 1;
 }
 
-static ALWAYS_INLINE uint64_t tlb_vppn(const struct tlb *t, uint64_t gpa)
-{
-	return gpa >> (t->page_shift + 1);
-}
+/* Where the pair of an address lives: its VPPN, its set, and which half the address is in. */
+struct tlb_pos {
+	uint64_t vppn;
+	unsigned set;
+	unsigned half; /* 0 even, 1 odd */
+};
 
-/* Which half of its pair the base page of @gpa is: 0 even, 1 odd. */
-static ALWAYS_INLINE unsigned tlb_half_of(const struct tlb *t, uint64_t gpa)
+static ALWAYS_INLINE struct tlb_pos tlb_pos(const struct tlb *t, uint64_t gpa)
 {
-	return (unsigned)(gpa >> t->page_shift) & 1;
+	struct tlb_pos p;
+
+	p.vppn = gpa >> t->pair_shift;
+	p.set = (unsigned)p.vppn & (STLB_SETS - 1);
+	p.half = (unsigned)(gpa >> t->page_shift) & 1;
+	return p;
 }
 
 static ALWAYS_INLINE uint64_t tlb_pair_tag(uint64_t vppn, unsigned st0, unsigned st1)
@@ -168,97 +178,119 @@ static ALWAYS_INLINE uint64_t tlb_pair_tag(uint64_t vppn, unsigned st0, unsigned
 	return (vppn << TLBT_SHIFT) | st0 | ((uint64_t)st1 << 2);
 }
 
-/*
- * The way a fill of @vppn takes in its set @row: a stale copy of the same
- * pair, else a free way, else one picked from the VPPN's bits above the
- * set index (a stateless pseudo-random choice: no replacement state to
- * store on every miss).
- */
-static ALWAYS_INLINE unsigned tlb_pick_way(const uint64_t *row, uint64_t vppn)
+/* The state bits of a tag that an access of half @half needs: V, and D for a store. */
+static ALWAYS_INLINE uint64_t tlb_need(unsigned half, bool write)
 {
-	unsigned free_way = STLB_WAYS;
+	return write ? TLBT_V(half) | TLBT_D(half) : TLBT_V(half);
+}
 
-	for (unsigned w = 0; w < STLB_WAYS; w++) {
-		uint64_t et = row[w];
-		if (et && (et >> TLBT_SHIFT) == vppn)
-			return w;
-		if (!et)
-			free_way = w;
-	}
-	if (free_way < STLB_WAYS)
-		return free_way;
-	return (unsigned)((vppn >> 8) ^ (vppn >> 11) ^ (vppn >> 14)) & (STLB_WAYS - 1);
+/* Whether half @half of the pair tagged @tag has D. */
+static ALWAYS_INLINE bool tlb_tag_dirty(uint64_t tag, unsigned half)
+{
+	return (tag >> (2 * half)) & TLBH_D;
 }
 
 /*
- * Put a pair in its STLB set (outside checking mode), without touching
- * the front cache: the tag and the two host addresses, three stores (a
- * half without V keeps whatever host address it is given: it is never
- * read). Return: the set and way it went to, as set * STLB_WAYS + way.
+ * The way of @p's set that holds its pair, whatever its halves' states, or
+ * -1 (a VPPN is in at most one way of its set). One line of tags.
+ */
+static ALWAYS_INLINE int tlb_find(const struct tlb *t, struct tlb_pos p)
+{
+	const uint64_t *row = t->tag[p.set];
+	const uint64_t want = p.vppn << TLBT_SHIFT;
+
+#pragma GCC unroll 8
+	for (unsigned w = 0; w < STLB_WAYS; w++)
+		if ((row[w] & ~TLBT_STATE) == want)
+			return (int)w;
+	return -1;
+}
+
+/*
+ * tlb_find() for a fill: the way of the pair's stale copy, or -1 and in
+ * *@fillp the way the fill takes instead: a free way, else one picked
+ * from the VPPN's bits above the set index (a stateless pseudo-random
+ * choice: no replacement state to store on every miss). One pass: each
+ * tag is read once.
+ */
+static ALWAYS_INLINE int tlb_scan(const struct tlb *t, struct tlb_pos p, unsigned *fillp)
+{
+	const uint64_t *row = t->tag[p.set];
+	const uint64_t want = p.vppn << TLBT_SHIFT, v = p.vppn;
+	unsigned free_way = STLB_WAYS;
+
+#pragma GCC unroll 8
+	for (unsigned w = 0; w < STLB_WAYS; w++) {
+		const uint64_t x = row[w];
+
+		if ((x & ~TLBT_STATE) == want)
+			return (int)w;
+		free_way = x == TLBT_FREE ? w : free_way;
+	}
+	*fillp = free_way < STLB_WAYS ? free_way
+				      : (unsigned)((v >> 8) ^ (v >> 11) ^ (v >> 14)) & (STLB_WAYS - 1);
+	return -1;
+}
+
+/*
+ * Write a pair into way @way of its set (outside checking mode this is the
+ * whole fill: the tag and the two host addresses, three stores; a half
+ * without V keeps whatever host address it is given: it is never read).
+ */
+static ALWAYS_INLINE void tlb_put(struct tlb *t, struct tlb_pos p, unsigned way, unsigned st0,
+				  unsigned st1, uint8_t *h0, uint8_t *h1)
+{
+	t->tag[p.set][way] = tlb_pair_tag(p.vppn, st0, st1);
+	t->hptr[p.set][way][0] = h0;
+	t->hptr[p.set][way][1] = h1;
+}
+
+/*
+ * Fill the pair of @gpa into its set, without touching the front cache:
+ * the way of a stale copy of the same pair, else a free or a
+ * pseudo-random one (tlb_scan()).
+ * Return: the way.
  */
 static ALWAYS_INLINE unsigned tlb_fill_pair(struct tlb *t, uint64_t gpa, unsigned st0,
 					    unsigned st1, uint8_t *h0, uint8_t *h1)
 {
-	uint64_t vppn = tlb_vppn(t, gpa);
-	unsigned set = (unsigned)vppn & (STLB_SETS - 1);
-	unsigned way = tlb_pick_way(t->tag[set], vppn);
+	const struct tlb_pos p = tlb_pos(t, gpa);
+	unsigned way;
+	int w = tlb_scan(t, p, &way);
 
-	t->tag[set][way] = tlb_pair_tag(vppn, st0, st1);
-	t->hptr[set][way][0] = h0;
-	t->hptr[set][way][1] = h1;
-	return set * STLB_WAYS + way;
+	if (w >= 0)
+		way = (unsigned)w;
+	tlb_put(t, p, way, st0, st1, h0, h1);
+	return way;
 }
 
 /*
  * The STLB way that serves an access at @gpa (its half with V, and D for a
- * store), as set * STLB_WAYS + way, or -1. Looks at neither the front
- * cache nor the MTLB. One line of tags; each way one and + compare.
+ * store), or -1. Looks at neither the front cache nor the MTLB.
  */
-static ALWAYS_INLINE int tlb_probe(const struct tlb *t, uint64_t gpa, bool write)
+static ALWAYS_INLINE int tlb_probe(const struct tlb *t, struct tlb_pos p, bool write)
 {
-	const unsigned h = tlb_half_of(t, gpa);
-	const uint64_t vppn = tlb_vppn(t, gpa);
-	const uint64_t need = write ? TLBT_V(h) | TLBT_D(h) : TLBT_V(h);
-	const uint64_t mask = ~TLBT_STATE | need, want = (vppn << TLBT_SHIFT) | need;
-	const unsigned set = (unsigned)vppn & (STLB_SETS - 1);
-	const uint64_t *row = t->tag[set];
+	const uint64_t need = tlb_need(p.half, write);
+	int w = tlb_find(t, p);
 
-	for (unsigned w = 0; w < STLB_WAYS; w++)
-		if ((row[w] & mask) == want)
-			return (int)(set * STLB_WAYS + w);
-	return -1;
-}
-
-/* The tag and the host address of @gpa's half of the way tlb_probe() found. */
-static ALWAYS_INLINE uint64_t tlb_way_tag(const struct tlb *t, unsigned sw)
-{
-	return t->tag[sw / STLB_WAYS][sw % STLB_WAYS];
-}
-
-static ALWAYS_INLINE uint8_t *tlb_way_hptr(const struct tlb *t, unsigned sw, uint64_t gpa)
-{
-	return t->hptr[sw / STLB_WAYS][sw % STLB_WAYS][tlb_half_of(t, gpa)];
-}
-
-/* Whether @gpa's half in the pair tagged @tag has D. */
-static ALWAYS_INLINE bool tlb_tag_dirty(const struct tlb *t, uint64_t tag, uint64_t gpa)
-{
-	return (tag >> (2 * tlb_half_of(t, gpa))) & TLBH_D;
+	return w >= 0 && (t->tag[p.set][w] & need) == need ? w : -1;
 }
 
 static ALWAYS_INLINE uint8_t *tlb_lookup(struct tlb *t, uint64_t gpa, bool write)
 {
-	int sw;
+	struct tlb_pos p;
+	int w;
 
 	if (likely((gpa & t->pmask) == (write ? t->wbase : t->rbase)))
 		return (uint8_t *)(uintptr_t)((intptr_t)gpa + t->front_delta);
 	if (unlikely(t->checking))
 		return NULL; /* the front cache is never set in checking mode */
-	sw = tlb_probe(t, gpa, write);
-	if (sw >= 0) {
-		uint8_t *hptr = tlb_way_hptr(t, (unsigned)sw, gpa);
+	p = tlb_pos(t, gpa);
+	w = tlb_probe(t, p, write);
+	if (w >= 0) {
+		uint8_t *hptr = t->hptr[p.set][w][p.half];
 
-		tlb_front_set(t, gpa, tlb_tag_dirty(t, tlb_way_tag(t, (unsigned)sw), gpa), hptr);
+		tlb_front_set(t, gpa, tlb_tag_dirty(t->tag[p.set][w], p.half), hptr);
 		return hptr + (gpa & ~t->pmask);
 	}
 	if (unlikely(t->mtlb_nr))

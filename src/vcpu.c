@@ -214,10 +214,14 @@ static bool hw_walk(struct gpamm_vm *vm, uint64_t gpa, bool write, gpamm_pte_t p
 			    gpa, write, pair, levelp);
 }
 
-/* A TLB half's state from its entry, as the CPU loads it: V from VALID, D from DIRTY (with V). */
+/*
+ * A TLB half's state from its entry, as the CPU loads it: V from VALID, D
+ * from DIRTY. The bits are the same, so it is one and.
+ */
+_Static_assert(GPAMM_PTE_VALID == TLBH_V && GPAMM_PTE_DIRTY == TLBH_D, "half state = entry bits");
 static ALWAYS_INLINE unsigned pte_half_state(gpamm_pte_t e)
 {
-	return (e & GPAMM_PTE_VALID) ? TLBH_V | ((e & GPAMM_PTE_DIRTY) ? TLBH_D : 0) : 0;
+	return (unsigned)e & (TLBH_V | TLBH_D);
 }
 
 /* The halves' size for a leaf at @level: a base page, or half a huge leaf. */
@@ -361,7 +365,7 @@ static ALWAYS_INLINE uint8_t *xlate_miss(struct gpamm_vcpu *v, uint64_t gpa, boo
 	}
 	if (likely(level == 0)) {
 		struct tlb *t = &v->tlb;
-		const unsigned h = tlb_half_of(t, gpa);
+		const unsigned h = tlb_pos(t, gpa).half;
 
 		tlb_fill_pair(t, gpa, half[0].state, half[1].state, half[0].hptr, half[1].hptr);
 		tlb_front_set(t, gpa, half[h].state & TLBH_D, half[h].hptr);
@@ -532,7 +536,7 @@ static ALWAYS_INLINE void wl_prefetch(const struct gpamm_vcpu *v, uint64_t gpa)
 	gpamm_pte_t e, *ptep;
 	unsigned level;
 
-	__builtin_prefetch(t->tag[tlb_vppn(t, gpa) & (STLB_SETS - 1)]);
+	__builtin_prefetch(t->tag[tlb_pos(t, gpa).set]);
 	if (likely(v->fast_refill && !(gpa >> v->vm->geom.gpa_bits))) {
 		ptep = hw_descend(v->vm, gpa, false, &e, &level);
 		if (!level)
@@ -549,70 +553,89 @@ static ALWAYS_INLINE void wl_flush_misses(struct gpamm_vcpu *v, uint64_t *misses
 	}
 }
 
+/* The loop's front copy set to the page of @gpa at host address @hptr. */
+static ALWAYS_INLINE uint8_t *wl_front(struct front *f, uint64_t gpa, bool dirty, uint8_t *hptr)
+{
+	const uint64_t page = gpa & f->pm;
+
+	f->rb = page;
+	f->wb = dirty ? page : 1;
+	f->d = (intptr_t)hptr - (intptr_t)page;
+	return front_ptr(f, gpa);
+}
+
 /*
  * The workload loops' refill of a front miss, inline and with as few
  * stores as it can (each store of a miss holds a store-buffer slot while
- * the access's own store waits for memory): STLB probe, else the walk, the
- * pair read (both entries are in one cache line) and a pair fill (three
- * stores). The new front goes to the loop's copy only; the TLB's own
- * front keeps an older page, which is as valid (every flush clears it and
- * reaches the loop as a request first). Misses are counted in the loop
- * and added to the statistics when it ends or leaves for the slow path.
- * Anything else -- checking mode, a pending request, huge entries, a leaf
- * that would fault (or a PTW update), a host whose frames are not linear
- * -- returns NULL for access_slow().
+ * the access's own store waits for memory, and a value kept across the
+ * walk is a spill, a store): one look at the set (the pair's way serves a
+ * hit; else the way the refill will take), the walk, the pair read (both
+ * entries are in one cache line) and a pair fill (three stores). The new
+ * front goes to the loop's copy only; the TLB's own front keeps an older
+ * page, which is as valid (every flush clears it and reaches the loop as
+ * a request first). Misses are counted in the loop and added to the
+ * statistics when it ends or leaves for the slow path. Anything else --
+ * checking mode, a pending request, huge entries, a leaf that would fault
+ * (or a PTW update), a host whose frames are not linear -- returns NULL
+ * for access_slow().
  */
 static ALWAYS_INLINE uint8_t *wl_refill(struct gpamm_vcpu *v, struct front *f, uint64_t gpa,
 					bool write, uint64_t *misses)
 {
 	struct gpamm_vm *vm = v->vm;
 	struct tlb *t = &v->tlb;
-	const unsigned ps = vm->geom.page_shift;
 	gpamm_pte_t pair[2], e, *ptep;
-	unsigned level, h;
-	uint64_t page;
-	uint8_t *hptr;
-	bool dirty;
-	int sw;
+	struct tlb_pos pos;
+	unsigned level, slot;
+	int way;
 
-	/* Computed here, not shared with the hit test: shared, the compiler
-	 * keeps it on the stack, a store on every hit. */
+	/* Opaque to the hit test's computations: shared with it, the
+	 * compiler keeps them on the stack, a store on every hit. */
 	__asm__("" : "+r"(gpa));
-	page = gpa & f->pm;
 
 	if (unlikely(!v->fast_refill | !!t->mtlb_nr |
 		     !!atomic_load_explicit(&v->requests, memory_order_relaxed)))
 		return NULL;
-	sw = tlb_probe(t, gpa, write);
-	if (sw >= 0) {
-		dirty = tlb_tag_dirty(t, tlb_way_tag(t, (unsigned)sw), gpa);
-		hptr = tlb_way_hptr(t, (unsigned)sw, gpa);
-	} else {
-		if (unlikely(gpa >> vm->geom.gpa_bits))
-			return NULL;
-		ptep = hw_descend(vm, gpa, false, &e, &level);
-		if (unlikely(level))
-			return NULL;
-		la_ldpte_pair(ptep, pair);
-		h = tlb_half_of(t, gpa);
-		e = pair[h];
-		if (unlikely(!(e & GPAMM_PTE_VALID) || (write && !(e & GPAMM_PTE_DIRTY))))
-			return NULL;
-		/* linear frames: the host address is arithmetic; a half without
-		 * V gets a meaningless one, never read */
-		uint8_t *h0 = (uint8_t *)(uintptr_t)((intptr_t)(gpamm_pte_pfn(pair[0], ps) << ps) +
-						     vm->host->pfn_linear_off);
-		uint8_t *h1 = (uint8_t *)(uintptr_t)((intptr_t)(gpamm_pte_pfn(pair[1], ps) << ps) +
-						     vm->host->pfn_linear_off);
-		tlb_fill_pair(t, gpa, pte_half_state(pair[0]), pte_half_state(pair[1]), h0, h1);
-		hptr = h ? h1 : h0;
-		dirty = e & GPAMM_PTE_DIRTY;
-		(*misses)++;
+	pos = tlb_pos(t, gpa);
+	way = tlb_scan(t, pos, &slot);
+	if (way >= 0) {
+		const uint64_t tag = t->tag[pos.set][way], need = tlb_need(pos.half, write);
+
+		if ((tag & need) == need)
+			return wl_front(f, gpa, tlb_tag_dirty(tag, pos.half),
+					t->hptr[pos.set][way][pos.half]);
 	}
-	f->rb = page;
-	f->wb = dirty ? page : 1;
-	f->d = (intptr_t)hptr - (intptr_t)page;
-	return front_ptr(f, gpa);
+	if (unlikely(gpa >> vm->geom.gpa_bits))
+		return NULL;
+	if (way >= 0)
+		slot = (unsigned)way;
+	ptep = hw_descend(vm, gpa, false, &e, &level);
+	if (unlikely(level))
+		return NULL;
+	la_ldpte_pair(ptep, pair);
+	/* The position again rather than kept across the walk (see above),
+	 * and each value used as soon as it is made: in this order the fill
+	 * needs no spill. Scalars, not pair[h], so the pair stays in registers. */
+	__asm__("" : "+r"(gpa));
+	const gpamm_pte_t e0 = pair[0], e1 = pair[1];
+	const bool odd = (gpa >> t->page_shift) & 1;
+
+	e = odd ? e1 : e0;
+	if (unlikely(!(e & GPAMM_PTE_VALID) || (write && !(e & GPAMM_PTE_DIRTY))))
+		return NULL;
+	pos = tlb_pos(t, gpa);
+	t->tag[pos.set][slot] = tlb_pair_tag(pos.vppn, pte_half_state(e0), pte_half_state(e1));
+	/* linear frames: the host address is the entry's address field plus
+	 * an offset (a half without V gets a meaningless one, never read) */
+	const uint64_t amask = ((1ULL << GPAMM_PTE_PFN_END) - 1) & f->pm;
+	const intptr_t off = vm->host->pfn_linear_off;
+	uint8_t *h0 = (uint8_t *)(uintptr_t)((intptr_t)(e0 & amask) + off);
+	uint8_t *h1 = (uint8_t *)(uintptr_t)((intptr_t)(e1 & amask) + off);
+
+	t->hptr[pos.set][slot][0] = h0;
+	t->hptr[pos.set][slot][1] = h1;
+	(*misses)++;
+	return wl_front(f, gpa, e & GPAMM_PTE_DIRTY, odd ? h1 : h0);
 }
 
 /* The workload loops' 8-aligned accesses, with the front copy kept by the loop. */
