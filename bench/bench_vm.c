@@ -206,7 +206,7 @@ static void bench_hit(void)
 }
 
 /*
- * TLB misses: eight times the pages the TLB holds (2048), one 8-byte store
+ * TLB misses: four times the pages the TLB reaches (2048 pairs, 4096 pages), one 8-byte store
  * per page, in random order, after a populate pass (so no faults). The
  * native loop stores to the same pages in the same order. With host pages
  * of 4K both sides also miss the host's own DTLB on nearly every store;
