@@ -210,25 +210,28 @@ static ALWAYS_INLINE int tlb_find(const struct tlb *t, struct tlb_pos p)
  * tlb_find() for a fill: the way of the pair's stale copy, or -1 and in
  * *@fillp the way the fill takes instead: a free way, else one picked
  * from the VPPN's bits above the set index (a stateless pseudo-random
- * choice: no replacement state to store on every miss). One pass: each
- * tag is read once.
+ * choice: no replacement state to store on every miss). The free ways are
+ * looked for only when the pair is not there, in a second look at the
+ * line (one compare per way, the tags read again rather than kept in
+ * registers: kept, they are spilled, and so are the caller's values).
  */
 static ALWAYS_INLINE int tlb_scan(const struct tlb *t, struct tlb_pos p, unsigned *fillp)
 {
 	const uint64_t *row = t->tag[p.set];
-	const uint64_t want = p.vppn << TLBT_SHIFT, v = p.vppn;
-	unsigned free_way = STLB_WAYS;
+	const uint64_t v = p.vppn;
+	int w = tlb_find(t, p);
 
+	if (w >= 0)
+		return w;
+	__asm__("" : "+r"(row)); /* read the tags again */
 #pragma GCC unroll 8
-	for (unsigned w = 0; w < STLB_WAYS; w++) {
-		const uint64_t x = row[w];
-
-		if ((x & ~TLBT_STATE) == want)
-			return (int)w;
-		free_way = x == TLBT_FREE ? w : free_way;
+	for (unsigned i = 0; i < STLB_WAYS; i++) {
+		if (row[i] == TLBT_FREE) {
+			*fillp = i;
+			return -1;
+		}
 	}
-	*fillp = free_way < STLB_WAYS ? free_way
-				      : (unsigned)((v >> 8) ^ (v >> 11) ^ (v >> 14)) & (STLB_WAYS - 1);
+	*fillp = (unsigned)((v >> 8) ^ (v >> 11) ^ (v >> 14)) & (STLB_WAYS - 1);
 	return -1;
 }
 
