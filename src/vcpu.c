@@ -12,8 +12,10 @@
  * entered again (processing pending TLB requests) and the access retried.
  *
  * An access: check requests -> TLB -> on a miss the walker reads the real
- * LoongArch entries (following invalid tables as hardware does) and fills
- * the TLB when VALID (and DIRTY for a store) is set -> otherwise a fault.
+ * LoongArch entries (following invalid tables as hardware does) and, when
+ * the accessed entry is VALID (and DIRTY for a store), fills the TLB with
+ * the pair that holds it (both entries, as LDPTE loads them) -> otherwise
+ * a fault.
  */
 #include <errno.h>
 #include <sched.h>
@@ -205,11 +207,27 @@ static ALWAYS_INLINE gpamm_pte_t *hw_descend(const struct gpamm_vm *vm, uint64_t
 }
 
 /* a function of its own, as before the move: the miss path's code stays small */
-static bool hw_walk(struct gpamm_vm *vm, uint64_t gpa, bool write, gpamm_pte_t *out,
+static bool hw_walk(struct gpamm_vm *vm, uint64_t gpa, bool write, gpamm_pte_t pair[2],
 		    unsigned *levelp)
 {
-	return la_walk(vm->pgt.root, vm->layout, vm->geom.gpa_bits, vm->flags & GPAMM_VM_PTW, gpa,
-		       write, out, levelp);
+	return la_walk_pair(vm->pgt.root, vm->layout, vm->geom.gpa_bits, vm->flags & GPAMM_VM_PTW,
+			    gpa, write, pair, levelp);
+}
+
+/*
+ * A TLB half's state from its entry, as the CPU loads it: V from VALID, D
+ * from DIRTY. The bits are the same, so it is one and.
+ */
+_Static_assert(GPAMM_PTE_VALID == TLBH_V && GPAMM_PTE_DIRTY == TLBH_D, "half state = entry bits");
+static ALWAYS_INLINE unsigned pte_half_state(gpamm_pte_t e)
+{
+	return (unsigned)e & (TLBH_V | TLBH_D);
+}
+
+/* The halves' size for a leaf at @level: a base page, or half a huge leaf. */
+static ALWAYS_INLINE unsigned half_shift(const struct gpamm_vm *vm, unsigned level)
+{
+	return level ? vm->geom.shift[level] - 1 : vm->geom.page_shift;
 }
 
 /* ---- translation ----------------------------------------------------------- */
@@ -279,30 +297,42 @@ static __attribute__((noinline)) uint8_t *xlate_fault(struct gpamm_vcpu *v, uint
 	return NULL;
 }
 
-/* Checking mode: every access comes here, is translated and verified. */
+/*
+ * Checking mode: every access comes here, is translated and verified. A
+ * fill records, for each half of the pair, the PFN its entry names and
+ * the HVA its memslot has for it now, so that a later hit on either half
+ * (the one not accessed now too) is checked against what it should map.
+ */
 static __attribute__((noinline)) uint8_t *xlate_checked(struct gpamm_vcpu *v, uint64_t gpa,
 							bool write, enum xlate_exit *ex)
 {
 	struct gpamm_vm *vm = v->vm;
 	const unsigned ps = vm->geom.page_shift;
-	uint64_t pfn, hva, base;
-	gpamm_pte_t e;
-	unsigned level, shift;
+	struct tlb_half half[2];
+	uint64_t pfn, hva, off;
+	gpamm_pte_t pair[2];
+	unsigned level, hs, h;
 	uint8_t *p = tlb_lookup_slow(&v->tlb, gpa, write, &pfn, &hva);
 
 	if (p)
 		return check_stale(v, p, gpa, pfn, hva, write, true, ex);
-	vstat_inc(&v->st_tlb_misses);
-	if (!hw_walk(vm, gpa, write, &e, &level))
+	if (!hw_walk(vm, gpa, write, pair, &level))
 		return xlate_fault(v, gpa, write, ex);
-	shift = vm->geom.shift[level];
-	pfn = gpamm_pte_pfn(e, ps);
-	base = gpa & ~((1ULL << shift) - 1);
-	hva = expected_hva(vm, base);
-	p = gpamm_tlb_fill(&v->tlb, gpa, shift, gpamm_host_page_ptr(vm->host, pfn), pfn, hva,
-			   e & GPAMM_PTE_DIRTY);
-	base = (gpa - base) & ~((1ULL << ps) - 1);
-	return check_stale(v, p, gpa, pfn + (base >> ps), hva + base, write, false, ex);
+	vstat_inc(&v->st_tlb_misses);
+	hs = half_shift(vm, level);
+	for (unsigned i = 0; i < 2; i++) {
+		uint64_t hbase = ((gpa >> (hs + 1)) << (hs + 1)) + ((uint64_t)i << hs);
+
+		half[i].pfn = gpamm_pte_pfn(pair[i], ps);
+		half[i].state = pte_half_state(pair[i]);
+		half[i].hptr = half[i].state ? gpamm_host_page_ptr(vm->host, half[i].pfn) : NULL;
+		half[i].hva = half[i].state ? expected_hva(vm, hbase) : ~0ULL;
+	}
+	p = gpamm_tlb_fill(&v->tlb, gpa, vm->geom.shift[level], half);
+	h = (unsigned)(gpa >> hs) & 1;
+	off = (gpa & ((1ULL << hs) - 1)) & ~((1ULL << ps) - 1);
+	return check_stale(v, p, gpa, half[h].pfn + (off >> ps), half[h].hva + off, write, false,
+			   ex);
 }
 
 /*
@@ -316,20 +346,32 @@ static ALWAYS_INLINE uint8_t *xlate_miss(struct gpamm_vcpu *v, uint64_t gpa, boo
 					  enum xlate_exit *ex)
 {
 	struct gpamm_vm *vm = v->vm;
-	gpamm_pte_t e;
+	const unsigned ps = vm->geom.page_shift;
+	struct tlb_half half[2];
+	gpamm_pte_t pair[2];
 	unsigned level;
 
 	if (unlikely(v->checking))
 		return xlate_checked(v, gpa, write, ex);
-	if (unlikely(!hw_walk(vm, gpa, write, &e, &level)))
+	if (unlikely(!hw_walk(vm, gpa, write, pair, &level)))
 		return xlate_fault(v, gpa, write, ex);
 	vstat_inc(&v->st_tlb_misses);
-	uint64_t pfn = gpamm_pte_pfn(e, vm->geom.page_shift);
-	uint8_t *hptr = gpamm_host_page_ptr(vm->host, pfn);
-	if (likely(level == 0))
-		return tlb_fill_base(&v->tlb, gpa, hptr, e & GPAMM_PTE_DIRTY);
-	return gpamm_tlb_fill(&v->tlb, gpa, vm->geom.shift[level], hptr, pfn, 0,
-			      e & GPAMM_PTE_DIRTY);
+	for (unsigned i = 0; i < 2; i++) {
+		half[i].state = pte_half_state(pair[i]);
+		half[i].pfn = gpamm_pte_pfn(pair[i], ps);
+		/* a half without V is never read: no host look-up for it */
+		half[i].hptr = half[i].state ? gpamm_host_page_ptr(vm->host, half[i].pfn) : NULL;
+		half[i].hva = 0;
+	}
+	if (likely(level == 0)) {
+		struct tlb *t = &v->tlb;
+		const unsigned h = tlb_pos(t, gpa).half;
+
+		tlb_fill_pair(t, gpa, half[0].state, half[1].state, half[0].hptr, half[1].hptr);
+		tlb_front_set(t, gpa, half[h].state & TLBH_D, half[h].hptr);
+		return half[h].hptr + (gpa & ~t->pmask);
+	}
+	return gpamm_tlb_fill(&v->tlb, gpa, vm->geom.shift[level], half);
 }
 
 /*
@@ -494,7 +536,7 @@ static ALWAYS_INLINE void wl_prefetch(const struct gpamm_vcpu *v, uint64_t gpa)
 	gpamm_pte_t e, *ptep;
 	unsigned level;
 
-	__builtin_prefetch(t->set[(gpa >> t->page_shift) & (TLB_SETS - 1)]);
+	__builtin_prefetch(t->tag[tlb_pos(t, gpa).set]);
 	if (likely(v->fast_refill && !(gpa >> v->vm->geom.gpa_bits))) {
 		ptep = hw_descend(v->vm, gpa, false, &e, &level);
 		if (!level)
@@ -511,58 +553,89 @@ static ALWAYS_INLINE void wl_flush_misses(struct gpamm_vcpu *v, uint64_t *misses
 	}
 }
 
+/* The loop's front copy set to the page of @gpa at host address @hptr. */
+static ALWAYS_INLINE uint8_t *wl_front(struct front *f, uint64_t gpa, bool dirty, uint8_t *hptr)
+{
+	const uint64_t page = gpa & f->pm;
+
+	f->rb = page;
+	f->wb = dirty ? page : 1;
+	f->d = (intptr_t)hptr - (intptr_t)page;
+	return front_ptr(f, gpa);
+}
+
 /*
  * The workload loops' refill of a front miss, inline and with as few
  * stores as it can (each store of a miss holds a store-buffer slot while
- * the access's own store waits for memory): STLB probe, else the walk and
- * a base-page fill (two stores). The new front goes to the loop's copy
- * only; the TLB's own front keeps an older page, which is as valid (every
- * flush clears it and reaches the loop as a request first). Misses are
- * counted in the loop and added to the statistics when it ends or leaves
- * for the slow path. Anything else -- checking mode, a pending request,
- * huge entries, a leaf that would fault, a host whose frames are not
- * linear -- returns NULL for access_slow().
+ * the access's own store waits for memory, and a value kept across the
+ * walk is a spill, a store): one look at the set (the pair's way serves a
+ * hit; else the way the refill will take), the walk, the pair read (both
+ * entries are in one cache line) and a pair fill (three stores). The new
+ * front goes to the loop's copy only; the TLB's own front keeps an older
+ * page, which is as valid (every flush clears it and reaches the loop as
+ * a request first). Misses are counted in the loop and added to the
+ * statistics when it ends or leaves for the slow path. Anything else --
+ * checking mode, a pending request, huge entries, a leaf that would fault
+ * (or a PTW update), a host whose frames are not linear -- returns NULL
+ * for access_slow().
  */
 static ALWAYS_INLINE uint8_t *wl_refill(struct gpamm_vcpu *v, struct front *f, uint64_t gpa,
 					bool write, uint64_t *misses)
 {
 	struct gpamm_vm *vm = v->vm;
 	struct tlb *t = &v->tlb;
-	const struct tlb_entry *te;
-	gpamm_pte_t e;
-	unsigned level;
-	uint64_t tag, page;
-	uint8_t *hptr;
+	gpamm_pte_t pair[2], e, *ptep;
+	struct tlb_pos pos;
+	unsigned level, slot;
+	int way;
 
-	/* Computed here, not shared with the hit test: shared, the compiler
-	 * keeps it on the stack, a store on every hit. */
+	/* Opaque to the hit test's computations: shared with it, the
+	 * compiler keeps them on the stack, a store on every hit. */
 	__asm__("" : "+r"(gpa));
-	page = gpa & f->pm;
 
 	if (unlikely(!v->fast_refill | !!t->mtlb_nr |
 		     !!atomic_load_explicit(&v->requests, memory_order_relaxed)))
 		return NULL;
-	te = tlb_probe(t, gpa, write);
-	if (te) {
-		tag = te->tag;
-		hptr = te->hptr;
-	} else {
-		if (unlikely(gpa >> vm->geom.gpa_bits))
-			return NULL;
-		hw_descend(vm, gpa, true, &e, &level);
-		if (unlikely(level || !(e & GPAMM_PTE_VALID) ||
-			     (write && !(e & GPAMM_PTE_DIRTY))))
-			return NULL;
-		hptr = (uint8_t *)(uintptr_t)((intptr_t)(gpamm_pte_pfn(e, vm->geom.page_shift)
-							  << vm->geom.page_shift) +
-					      vm->host->pfn_linear_off);
-		tag = tlb_fill_entry(t, gpa, hptr, e & GPAMM_PTE_DIRTY);
-		(*misses)++;
+	pos = tlb_pos(t, gpa);
+	way = tlb_scan(t, pos, &slot);
+	if (way >= 0) {
+		const uint64_t tag = t->tag[pos.set][way], need = tlb_need(pos.half, write);
+
+		if ((tag & need) == need)
+			return wl_front(f, gpa, tlb_tag_dirty(tag, pos.half),
+					t->hptr[pos.set][way][pos.half]);
 	}
-	f->rb = page;
-	f->wb = (tag & TLBT_WRITE) ? page : 1;
-	f->d = (intptr_t)hptr - (intptr_t)page;
-	return front_ptr(f, gpa);
+	if (unlikely(gpa >> vm->geom.gpa_bits))
+		return NULL;
+	if (way >= 0)
+		slot = (unsigned)way;
+	ptep = hw_descend(vm, gpa, false, &e, &level);
+	if (unlikely(level))
+		return NULL;
+	la_ldpte_pair(ptep, pair);
+	/* The position again rather than kept across the walk (see above),
+	 * and each value used as soon as it is made: in this order the fill
+	 * needs no spill. Scalars, not pair[h], so the pair stays in registers. */
+	__asm__("" : "+r"(gpa));
+	const gpamm_pte_t e0 = pair[0], e1 = pair[1];
+	const bool odd = (gpa >> t->page_shift) & 1;
+
+	e = odd ? e1 : e0;
+	if (unlikely(!(e & GPAMM_PTE_VALID) || (write && !(e & GPAMM_PTE_DIRTY))))
+		return NULL;
+	pos = tlb_pos(t, gpa);
+	t->tag[pos.set][slot] = tlb_pair_tag(pos.vppn, pte_half_state(e0), pte_half_state(e1));
+	/* linear frames: the host address is the entry's address field plus
+	 * an offset (a half without V gets a meaningless one, never read) */
+	const uint64_t amask = ((1ULL << GPAMM_PTE_PFN_END) - 1) & f->pm;
+	const intptr_t off = vm->host->pfn_linear_off;
+	uint8_t *h0 = (uint8_t *)(uintptr_t)((intptr_t)(e0 & amask) + off);
+	uint8_t *h1 = (uint8_t *)(uintptr_t)((intptr_t)(e1 & amask) + off);
+
+	t->hptr[pos.set][slot][0] = h0;
+	t->hptr[pos.set][slot][1] = h1;
+	(*misses)++;
+	return wl_front(f, gpa, e & GPAMM_PTE_DIRTY, odd ? h1 : h0);
 }
 
 /* The workload loops' 8-aligned accesses, with the front copy kept by the loop. */
