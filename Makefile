@@ -56,7 +56,7 @@ all: $(LIB_A) $(LIB_SO) $(CLI)
 DEPS_OK := $(BUILD)/.deps-ok
 $(DEPS_OK): scripts/deps.sh
 	@mkdir -p $(BUILD)
-	@scripts/deps.sh
+	@scripts/deps.sh spin
 	@touch $@
 $(LIB_OBJS) $(HARN_OBJS): | $(DEPS_OK)
 
