@@ -20,11 +20,17 @@ endif
 ifeq ($(WERROR),1)
 WARN    += -Werror
 endif
-CPPFLAGS += -Iinclude -Isrc -D_GNU_SOURCE
+CPPFLAGS += -Iinclude -Isrc -D_GNU_SOURCE $(URCU_INLINE)
 ALL_CFLAGS = -std=c11 -fPIC -pthread $(WARN) $(CFLAGS) $(SANFLAGS)
 LDLIBS  += -lurcu-bp -pthread -lm
 
+# liburcu's read-side primitives inlined (a few ns instead of a call of
+# about 30 ns on every walk). Not under the sanitizers: UBSan flags the
+# library's own reader record as misaligned for its declared alignment,
+# and the out-of-line calls are not instrumented.
+URCU_INLINE := -D_LGPL_SOURCE
 ifeq ($(SAN),1)
+URCU_INLINE :=
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 CPPFLAGS += -DGPAMM_DEBUG=1
 endif

@@ -142,7 +142,7 @@ int gpamm_vm_get_dirty_log(struct gpamm_vm *vm, uint32_t id, uint64_t *bitmap)
 	 */
 	struct wp_batch b = { .vm = vm, .s = s };
 
-	pthread_mutex_lock(&vm->mmu_lock);
+	mmu_write_lock(&vm->mmu_lock);
 	for (uint64_t i = 0; i < words; i++) {
 		uint64_t mask = 0;
 
@@ -152,7 +152,7 @@ int gpamm_vm_get_dirty_log(struct gpamm_vm *vm, uint32_t id, uint64_t *bitmap)
 		wp_word(&b, i, mask);
 	}
 	wp_finish(&b);
-	pthread_mutex_unlock(&vm->mmu_lock);
+	mmu_write_unlock(&vm->mmu_lock);
 out:
 	pthread_mutex_unlock(&vm->slots_lock);
 	return ret;
@@ -177,7 +177,7 @@ int gpamm_vm_clear_dirty_log(struct gpamm_vm *vm, uint32_t id, uint64_t first_pa
 	}
 	struct wp_batch b = { .vm = vm, .s = s };
 
-	pthread_mutex_lock(&vm->mmu_lock);
+	mmu_write_lock(&vm->mmu_lock);
 	for (uint64_t i = 0; i < (num_pages + 63) / 64; i++) {
 		uint64_t want = bitmap[i], w = first_page / 64 + i, mask;
 
@@ -189,7 +189,7 @@ int gpamm_vm_clear_dirty_log(struct gpamm_vm *vm, uint32_t id, uint64_t first_pa
 		wp_word(&b, w, mask);
 	}
 	wp_finish(&b);
-	pthread_mutex_unlock(&vm->mmu_lock);
+	mmu_write_unlock(&vm->mmu_lock);
 out:
 	pthread_mutex_unlock(&vm->slots_lock);
 	return ret;
@@ -307,13 +307,13 @@ int64_t gpamm_vm_reset_dirty_rings(struct gpamm_vm *vm)
 		return -EIO;
 	pthread_mutex_lock(&vm->slots_lock);
 	pthread_mutex_lock(&vm->dirty_lock);
-	pthread_mutex_lock(&vm->mmu_lock);
+	mmu_write_lock(&vm->mmu_lock);
 	for (unsigned i = 0; i < atomic_load(&vm->nr_vcpus); i++)
 		n += ring_reset(vm, &vm->vcpus[i]->ring, &changed);
 	/* as KVM: flush whenever an entry was reset (see wp_finish) */
 	if (n || changed)
 		gpamm_flush_remote_tlbs(vm);
-	pthread_mutex_unlock(&vm->mmu_lock);
+	mmu_write_unlock(&vm->mmu_lock);
 	pthread_mutex_unlock(&vm->dirty_lock);
 	pthread_mutex_unlock(&vm->slots_lock);
 	return (int64_t)n;
@@ -339,7 +339,7 @@ int64_t gpamm_vm_mark_idle(struct gpamm_vm *vm, uint64_t gpa, uint64_t size)
 		return -EINVAL;
 	if (vm_is_dead(vm))
 		return -EIO;
-	pthread_mutex_lock(&vm->mmu_lock);
+	mmu_write_lock(&vm->mmu_lock);
 	n = gpamm_pgt_mkold_range(&vm->pgt, gpa, gpa + size);
 	/*
 	 * A TLB entry would let accesses through without making the page
@@ -351,7 +351,7 @@ int64_t gpamm_vm_mark_idle(struct gpamm_vm *vm, uint64_t gpa, uint64_t size)
 		vm->aged_unflushed = false;
 		gpamm_flush_remote_tlbs(vm);
 	}
-	pthread_mutex_unlock(&vm->mmu_lock);
+	mmu_write_unlock(&vm->mmu_lock);
 	return (int64_t)n;
 }
 
@@ -393,8 +393,8 @@ int64_t gpamm_vm_test_young(struct gpamm_vm *vm, uint64_t gpa, uint64_t size, ui
 	d.page_shift = vm->geom.page_shift;
 	if (bitmap)
 		memset(bitmap, 0, ((size >> d.page_shift) + 63) / 64 * sizeof(uint64_t));
-	pthread_mutex_lock(&vm->mmu_lock);
+	mmu_write_lock(&vm->mmu_lock);
 	gpamm_pgt_walk(&vm->pgt, gpa, gpa + size, young_pages_visit, &d, GPAMM_WALK_LEAF);
-	pthread_mutex_unlock(&vm->mmu_lock);
+	mmu_write_unlock(&vm->mmu_lock);
 	return (int64_t)d.count;
 }

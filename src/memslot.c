@@ -172,9 +172,9 @@ static void commit(struct gpamm_vm *vm, struct gpamm_memslot *remove, struct gpa
 
 	set_apply(next, remove, add, ps);
 	next->generation = old->generation + 1;
-	pthread_mutex_lock(&vm->mmu_lock);
+	mmu_write_lock(&vm->mmu_lock);
 	vm->slots_locked = next;
-	pthread_mutex_unlock(&vm->mmu_lock);
+	mmu_write_unlock(&vm->mmu_lock);
 	atomic_store_explicit(&vm->slots, next, memory_order_release);
 	urcu_bp_synchronize_rcu(); /* every fault that could see @old has finished */
 	set_apply(old, remove, add, ps);

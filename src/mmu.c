@@ -10,13 +10,19 @@
  */
 #include <errno.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <urcu/urcu-bp.h>
+#include <urcu/compiler.h>
 
 #include "memcache.h"
 #include "vm.h"
 
-static inline void mmu_lock(struct gpamm_vm *vm) { pthread_mutex_lock(&vm->mmu_lock); }
-static inline void mmu_unlock(struct gpamm_vm *vm) { pthread_mutex_unlock(&vm->mmu_lock); }
+/* Range operations, the notifier, the VMM: mmu_lock for write. */
+static inline void mmu_lock(struct gpamm_vm *vm) { mmu_write_lock(&vm->mmu_lock); }
+static inline void mmu_unlock(struct gpamm_vm *vm) { mmu_write_unlock(&vm->mmu_lock); }
+/* Faults: for read, in this vCPU's slot (for write in the serialised mode). */
+static inline void fault_lock(struct gpamm_vcpu *v) { mmu_read_lock(&v->vm->mmu_lock, v->mmu_slot); }
+static inline void fault_unlock(struct gpamm_vcpu *v) { mmu_read_unlock(&v->vm->mmu_lock, v->mmu_slot); }
 
 static inline struct gpamm_memslots *slots_deref(struct gpamm_vm *vm)
 {
@@ -26,6 +32,12 @@ static inline struct gpamm_memslots *slots_deref(struct gpamm_vm *vm)
 static inline void vstat_inc(uint64_t *c)
 {
 	__atomic_store_n(c, *c + 1, __ATOMIC_RELAXED);
+}
+
+/* A per-vCPU count (only its vCPU writes it): no shared line per fault. */
+static inline void vstat_add(int64_t *c, int64_t d)
+{
+	__atomic_store_n(c, *c + d, __ATOMIC_RELAXED);
 }
 
 /* ---- fault path ---------------------------------------------------------- */
@@ -43,21 +55,28 @@ static bool fault_fast(struct gpamm_vcpu *vcpu, uint64_t gpa, bool write)
 	gpamm_pte_t old, new;
 	int r;
 
-	mmu_lock(vm);
+	/*
+	 * Under the read lock the entry is updated by one cmpxchg of the whole
+	 * entry (gpamm_pgt_access_fault): a write-protect (write lock) cannot
+	 * run meanwhile, and a concurrent fault's bits are never lost.
+	 */
+	fault_lock(vcpu);
+	vm_pause_point(vcpu, GPAMM_PAUSE_FAST, gpa);
 	r = gpamm_pgt_access_fault(&vm->pgt, gpa, write, &old, &new);
 	if (r > 0) {
 		bool dirtied = !gpamm_pte_dirty(old) && gpamm_pte_dirty(new);
 
-		/* The host page stays while it is mapped and we hold the lock. */
+		/* The host page stays while it is mapped and we hold the lock:
+		 * the notifier's unmap takes it for write. */
 		host->ops->mark_page(host, gpamm_pte_pfn(new, ps), true, dirtied);
 		if (dirtied) {
-			/* under the MMU lock the set cannot change: no RCU needed */
+			/* under mmu_lock the set cannot change: no RCU needed */
 			slot = gpamm_vcpu_memslot_lookup(vcpu, vm->slots_locked, gpa >> ps, true);
 			if (slot && memslot_logging(slot))
 				gpamm_mark_page_dirty(vcpu, slot, gpa >> ps);
 		}
 	}
-	mmu_unlock(vm);
+	fault_unlock(vcpu);
 	/* 0: spurious (another vCPU fixed it); the TLB flush after suffices.
 	 * -ENOENT, -EPERM: absent, or a write the slow path must decide on. */
 	return r >= 0;
@@ -96,21 +115,24 @@ static bool fault_must_retry(struct gpamm_vm *vm, uint64_t seq, uint64_t hva)
  * and logged it, and that vCPU's TLB may cache it writable): only the bits
  * this fault adds are set (gpamm_pgt_map_upgrade). Another page there
  * (which the retry check rules out) is replaced, with a remote flush before
- * the lock is dropped. Context: MMU lock held, retry check passed.
- * Return: the entry the page is mapped with now; *@oldp the one before (0: none).
+ * the lock is dropped. Context: mmu_lock held (for read: the table and
+ * the leaf are changed by compare-and-exchange), retry check passed.
+ * Return: 0 with *@nowp the entry the page is mapped with now and *@oldp
+ * the one before (0: none); -EAGAIN when a frozen entry is in the way.
  */
-static gpamm_pte_t fault_install(struct gpamm_vcpu *vcpu, uint64_t gpa, gpamm_pte_t want,
-				 gpamm_pte_t *oldp)
+static int fault_install(struct gpamm_vcpu *vcpu, uint64_t gpa, gpamm_pte_t want,
+			 gpamm_pte_t *oldp, gpamm_pte_t *nowp)
 {
 	struct gpamm_vm *vm = vcpu->vm;
 	const unsigned ps = vm->geom.page_shift;
-	gpamm_pte_t now;
-	int r = gpamm_pgt_map_upgrade(&vm->pgt, gpa, want, &vcpu->mc, oldp, &now);
+	int r = gpamm_pgt_map_upgrade(&vm->pgt, gpa, want, &vcpu->mc, oldp, nowp);
 
+	if (r == -EAGAIN)
+		return r; /* a frozen entry: another thread is changing it */
 	GPAMM_BUG_ON(r < 0);
 	if (gpamm_pte_present(*oldp) && gpamm_pte_pfn(*oldp, ps) != gpamm_pte_pfn(want, ps))
 		gpamm_flush_remote_tlbs(vm); /* a different page: a removal */
-	return now;
+	return 0;
 }
 
 static enum fault_result fault_slow(struct gpamm_vcpu *vcpu, uint64_t gpa, bool write)
@@ -151,28 +173,29 @@ static enum fault_result fault_slow(struct gpamm_vcpu *vcpu, uint64_t gpa, bool 
 		goto memfault;
 
 	for (tries = 0;; tries++) {
+again:
 		seq = atomic_load_explicit(&vm->mmu_invalidate_seq, memory_order_acquire);
 		vm_pause_point(vcpu, GPAMM_PAUSE_FAULT_SEQ, gpa);
 		r = host->ops->get_page(host, hva, write, &hp);
 		if (r)
 			goto memfault;
-		atomic_fetch_add_explicit(&vm->st_pinned, 1, memory_order_relaxed);
+		vstat_add(&vcpu->st_pins, 1);
 		vm_pause_point(vcpu, GPAMM_PAUSE_FAULT_PINNED, gpa);
-		mmu_lock(vm);
+		fault_lock(vcpu);
 		if (!fault_must_retry(vm, seq, hva))
 			break;
-		mmu_unlock(vm);
+		fault_unlock(vcpu);
 		host->ops->put_page(host, hp.pfn, false, false);
-		atomic_fetch_sub_explicit(&vm->st_pinned, 1, memory_order_relaxed);
+		vstat_add(&vcpu->st_pins, -1);
 		vstat_inc(&vcpu->st_retries);
 		if (tries % 100 == 99)
 			sched_yield();
 	}
 	if (unlikely(vm_is_dead(vm))) {
 		/* The address space went away (release): nothing is mapped again. */
-		mmu_unlock(vm);
+		fault_unlock(vcpu);
 		host->ops->put_page(host, hp.pfn, false, false);
-		atomic_fetch_sub_explicit(&vm->st_pinned, 1, memory_order_relaxed);
+		vstat_add(&vcpu->st_pins, -1);
 		r = -EFAULT;
 		goto memfault;
 	}
@@ -187,16 +210,29 @@ static enum fault_result fault_slow(struct gpamm_vcpu *vcpu, uint64_t gpa, bool 
 		if (write || !logging)
 			prot |= GPAMM_PTE_WRITEABLE;
 	}
-	now = fault_install(vcpu, gpa & ~(vm->geom.page_size - 1),
-			    gpamm_pte_mk(hp.pfn, ps, prot), &old);
+	if (fault_install(vcpu, gpa & ~(vm->geom.page_size - 1), gpamm_pte_mk(hp.pfn, ps, prot),
+			  &old, &now)) {
+		/* frozen: wait for the thaw outside the lock, then start over */
+		fault_unlock(vcpu);
+		host->ops->put_page(host, hp.pfn, false, false);
+		vstat_add(&vcpu->st_pins, -1);
+		vstat_inc(&vcpu->st_retries);
+		sched_yield();
+		/* tables linked on the way came from the cache */
+		r = gpamm_memcache_topup(&vcpu->mc, gpamm_pgt_map_pages(&vm->pgt));
+		if (r)
+			goto memfault;
+		tries++;
+		goto again;
+	}
 	/* Logged when this fault made the page dirty (an entry that was
 	 * dirty already was logged by the fault that made it so). */
 	if (logging && gpamm_pte_dirty(now) && !gpamm_pte_dirty(old))
 		gpamm_mark_page_dirty(vcpu, slot, gfn);
-	mmu_unlock(vm);
+	fault_unlock(vcpu);
 	/* Accessed/dirty are set while the pin is still held. */
 	host->ops->put_page(host, hp.pfn, true, gpamm_pte_dirty(now));
-	atomic_fetch_sub_explicit(&vm->st_pinned, 1, memory_order_relaxed);
+	vstat_add(&vcpu->st_pins, -1);
 	goto out_rcu;
 
 memfault:
@@ -224,6 +260,54 @@ enum fault_result gpamm_mmu_fault(struct gpamm_vcpu *vcpu, uint64_t gpa, bool wr
 	return res;
 }
 
+/* ---- freeing unlinked tables --------------------------------------------- */
+
+/* Tables a range operation unlinked, waiting for their grace period. */
+struct rcu_tables {
+	struct rcu_head head;
+	struct gpamm_pgt *pgt;
+	struct gpamm_pgt_freelist fl;
+};
+
+static void rcu_tables_free(struct rcu_head *head)
+{
+	struct rcu_tables *t = caa_container_of(head, struct rcu_tables, head);
+
+	gpamm_pgt_free_deferred(t->pgt, &t->fl);
+	free(t);
+}
+
+/*
+ * Free the tables in @fl, which were unlinked and covered by a remote
+ * flush: after an RCU grace period, since the lock-free walkers (the
+ * emulated hardware walker, the refill, the prefetch descent) may still be
+ * inside one; they are RCU readers. The VM waits for the callbacks before
+ * its pool goes (gpamm_vm_destroy: urcu_bp_barrier). Context: no lock, not
+ * in a read-side section (the fallback waits for a grace period).
+ */
+static void mmu_free_tables(struct gpamm_vm *vm, struct gpamm_pgt_freelist *fl)
+{
+	struct rcu_tables *t;
+
+	if (!fl->nr)
+		return;
+	if (unlikely(vm->inject & GPAMM_INJECT_NO_GRACE)) {
+		gpamm_pgt_free_deferred(&vm->pgt, fl);
+		return;
+	}
+	t = malloc(sizeof(*t));
+	if (!t) {
+		urcu_bp_synchronize_rcu();
+		gpamm_pgt_free_deferred(&vm->pgt, fl);
+		return;
+	}
+	t->pgt = &vm->pgt;
+	t->fl = *fl;
+	fl->head = NULL;
+	fl->nr = 0;
+	urcu_bp_call_rcu(&t->head, rcu_tables_free);
+}
+
 /* ---- range operations for memslot changes ------------------------------- */
 
 void gpamm_mmu_flush_gfn_range(struct gpamm_vm *vm, uint64_t gfn, uint64_t npages,
@@ -241,7 +325,7 @@ void gpamm_mmu_flush_gfn_range(struct gpamm_vm *vm, uint64_t gfn, uint64_t npage
 	if ((n || fl.nr) && !(vm->inject & GPAMM_INJECT_SKIP_SLOT_FLUSH))
 		gpamm_flush_remote_tlbs(vm);
 	mmu_unlock(vm);
-	gpamm_pgt_free_deferred(&vm->pgt, &fl);
+	mmu_free_tables(vm, &fl);
 }
 
 void gpamm_mmu_wrprotect_gfn_range(struct gpamm_vm *vm, uint64_t gfn, uint64_t npages)
@@ -394,7 +478,7 @@ static void mn_release(void *mn)
 	gpamm_pgt_flush_range(&vm->pgt, 0, UINT64_MAX, &fl);
 	gpamm_flush_remote_tlbs(vm);
 	mmu_unlock(vm);
-	gpamm_pgt_free_deferred(&vm->pgt, &fl);
+	mmu_free_tables(vm, &fl);
 }
 
 static const struct gpamm_mmu_notifier_ops mn_ops = {

@@ -360,34 +360,106 @@ int gpamm_pgt_map(struct gpamm_pgt *pgt, uint64_t gpa, unsigned level,
 int gpamm_pgt_map_upgrade(struct gpamm_pgt *pgt, uint64_t gpa, gpamm_pte_t pte,
 			  struct gpamm_memcache *mc, gpamm_pte_t *oldp, gpamm_pte_t *nowp)
 {
-	const unsigned ps = pgt->geom.page_shift;
-	gpamm_pte_t *ptep, old, new;
-	unsigned at;
-	int r;
+	const struct gpamm_geom *g = &pgt->geom;
+	const unsigned ps = g->page_shift;
+	gpamm_pte_t *table = pgt->root, *ptep, old, new;
+	unsigned level = g->levels - 1u;
 
 	*oldp = *nowp = 0;
-	if (gpa >= gpamm_geom_space(&pgt->geom) || (gpa & (pgt->geom.page_size - 1)) ||
+	if (gpa >= gpamm_geom_space(g) || (gpa & (g->page_size - 1)) ||
 	    !(pte & GPAMM_PTE_PRESENT) || (pte & GPAMM_PTE_HUGE))
 		return -EINVAL;
-	ptep = pgt_find(pgt, gpa, &at);
-	if (at != 0) {
-		/* no leaf table yet (or a huge leaf: -EEXIST): a plain map */
-		r = gpamm_pgt_map(pgt, gpa, 0, pte, mc);
-		if (r >= 0)
-			*nowp = pte;
-		return r;
+	/* One descent; a missing level is linked by cmpxchg on the way. */
+	for (; level > 0; level--) {
+		gpamm_pte_t e, *child;
+
+		ptep = &table[(gpa >> g->shift[level]) & (g->entries - 1u)];
+		e = pte_read_acquire(ptep);
+		while (!gpamm_pgt_entry_is_table(pgt, e, level)) {
+			if (gpamm_pte_frozen(e, level))
+				return -EAGAIN;
+			if (!gpamm_pgt_entry_none(pgt, e, level))
+				return -EEXIST; /* a huge leaf */
+			child = mc && mc->nr ? gpamm_memcache_take(mc) : NULL;
+			if (!child)
+				return -ENOMEM;
+			pgt_init_table(pgt, child, level - 1);
+			if (unlikely(pgt->race_hook != NULL))
+				pgt->race_hook(pgt->race_arg, GPAMM_PGT_RACE_TABLE, gpa, mc);
+			/* release: the empty entries are seen before the link */
+			if (__atomic_compare_exchange_n(ptep, &e, (gpamm_pte_t)(uintptr_t)child, 0,
+							__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+				pgt_count_tables(pgt, 1);
+				e = (gpamm_pte_t)(uintptr_t)child;
+				break;
+			}
+			/* lost the race: nobody saw the page; e is the winner's entry */
+			gpamm_memcache_put(mc, child);
+		}
+		table = (gpamm_pte_t *)(uintptr_t)e;
 	}
-	/* one descent: keep what the entry has when it maps the same page */
+	ptep = &table[(gpa >> ps) & (g->entries - 1u)];
+	/* keep what the entry has when it maps the same page */
 	old = pte_read(ptep);
 	do {
+		if (gpamm_pte_frozen(old, 0))
+			return -EAGAIN;
 		new = gpamm_pte_present(old) && gpamm_pte_pfn(old, ps) == gpamm_pte_pfn(pte, ps)
 			? old | pte : pte;
 		if (new == old)
 			break;
+		if (unlikely(pgt->race_hook != NULL))
+			pgt->race_hook(pgt->race_arg, GPAMM_PGT_RACE_LEAF, gpa, mc);
 	} while (!pte_cmpxchg(ptep, &old, new));
 	*oldp = old;
 	*nowp = new;
 	return new != old;
+}
+
+/* The entry at @level on the way to @gpa, or NULL when a table above is missing. */
+static gpamm_pte_t *pgt_entry_at(const struct gpamm_pgt *pgt, uint64_t gpa, unsigned level)
+{
+	const struct gpamm_geom *g = &pgt->geom;
+	gpamm_pte_t *table = pgt->root;
+
+	for (unsigned l = g->levels - 1u;; l--) {
+		gpamm_pte_t *ptep = &table[(gpa >> g->shift[l]) & (g->entries - 1u)];
+		gpamm_pte_t e;
+
+		if (l == level)
+			return ptep;
+		e = pte_read_acquire(ptep);
+		if (!gpamm_pgt_entry_is_table(pgt, e, l))
+			return NULL;
+		table = (gpamm_pte_t *)(uintptr_t)e;
+	}
+}
+
+int gpamm_pgt_freeze(struct gpamm_pgt *pgt, uint64_t gpa, unsigned level, gpamm_pte_t expect)
+{
+	gpamm_pte_t *ptep;
+
+	if (level > 1 || level >= pgt->geom.levels || gpa >= gpamm_geom_space(&pgt->geom))
+		return -EINVAL;
+	ptep = pgt_entry_at(pgt, gpa, level);
+	if (!ptep)
+		return -ENOENT;
+	return pte_cmpxchg(ptep, &expect, level ? GPAMM_PTE_FROZEN_DIR : GPAMM_PTE_FROZEN)
+		? 0 : -EBUSY;
+}
+
+int gpamm_pgt_thaw(struct gpamm_pgt *pgt, uint64_t gpa, unsigned level, gpamm_pte_t val)
+{
+	gpamm_pte_t *ptep;
+
+	if (level > 1 || level >= pgt->geom.levels || gpa >= gpamm_geom_space(&pgt->geom))
+		return -EINVAL;
+	ptep = pgt_entry_at(pgt, gpa, level);
+	if (!ptep || !gpamm_pte_frozen(pte_read(ptep), level))
+		return -EINVAL;
+	/* release: what the freezer wrote (a new table) is seen before the value */
+	pte_publish(ptep, val);
+	return 0;
 }
 
 /* ---- lookup and single-entry updates ----------------------------------- */

@@ -206,12 +206,23 @@ static ALWAYS_INLINE gpamm_pte_t *hw_descend(const struct gpamm_vm *vm, uint64_t
 	return la_walk_descend(vm->pgt.root, vm->layout, gpa, read_leaf, ep, levelp);
 }
 
-/* a function of its own, as before the move: the miss path's code stays small */
-static bool hw_walk(struct gpamm_vm *vm, uint64_t gpa, bool write, gpamm_pte_t pair[2],
+/*
+ * The refill's walk: an RCU reader for its duration, as every lock-free
+ * walker of the tables (the prefetch descent, wl_refill): a table a range
+ * operation unlinks is freed only after a grace period (mmu.c). A function
+ * of its own: the miss path's code stays small.
+ */
+static bool hw_walk(struct gpamm_vcpu *v, uint64_t gpa, bool write, gpamm_pte_t pair[2],
 		    unsigned *levelp)
 {
-	return la_walk_pair(vm->pgt.root, vm->layout, vm->geom.gpa_bits, vm->flags & GPAMM_VM_PTW,
-			    gpa, write, pair, levelp);
+	struct gpamm_vm *vm = v->vm;
+	bool ok;
+
+	urcu_bp_read_lock();
+	ok = la_walk_pair(vm->pgt.root, vm->layout, vm->geom.gpa_bits, vm->flags & GPAMM_VM_PTW,
+			  gpa, write, pair, levelp);
+	urcu_bp_read_unlock();
+	return ok;
 }
 
 /*
@@ -316,7 +327,7 @@ static __attribute__((noinline)) uint8_t *xlate_checked(struct gpamm_vcpu *v, ui
 
 	if (p)
 		return check_stale(v, p, gpa, pfn, hva, write, true, ex);
-	if (!hw_walk(vm, gpa, write, pair, &level))
+	if (!hw_walk(v, gpa, write, pair, &level))
 		return xlate_fault(v, gpa, write, ex);
 	vstat_inc(&v->st_tlb_misses);
 	hs = half_shift(vm, level);
@@ -353,7 +364,7 @@ static ALWAYS_INLINE uint8_t *xlate_miss(struct gpamm_vcpu *v, uint64_t gpa, boo
 
 	if (unlikely(v->checking))
 		return xlate_checked(v, gpa, write, ex);
-	if (unlikely(!hw_walk(vm, gpa, write, pair, &level)))
+	if (unlikely(!hw_walk(v, gpa, write, pair, &level)))
 		return xlate_fault(v, gpa, write, ex);
 	vstat_inc(&v->st_tlb_misses);
 	for (unsigned i = 0; i < 2; i++) {
@@ -538,9 +549,11 @@ static ALWAYS_INLINE void wl_prefetch(const struct gpamm_vcpu *v, uint64_t gpa)
 
 	__builtin_prefetch(t->tag[tlb_pos(t, gpa).set]);
 	if (likely(v->fast_refill && !(gpa >> v->vm->geom.gpa_bits))) {
+		urcu_bp_read_lock(); /* a walker (hw_walk) */
 		ptep = hw_descend(v->vm, gpa, false, &e, &level);
+		urcu_bp_read_unlock();
 		if (!level)
-			__builtin_prefetch(ptep);
+			__builtin_prefetch(ptep); /* a prefetch of a freed table is harmless */
 	}
 }
 
@@ -609,10 +622,14 @@ static ALWAYS_INLINE uint8_t *wl_refill(struct gpamm_vcpu *v, struct front *f, u
 		return NULL;
 	if (way >= 0)
 		slot = (unsigned)way;
+	urcu_bp_read_lock(); /* a walker (hw_walk) */
 	ptep = hw_descend(vm, gpa, false, &e, &level);
-	if (unlikely(level))
+	if (unlikely(level)) {
+		urcu_bp_read_unlock();
 		return NULL;
+	}
 	la_ldpte_pair(ptep, pair);
+	urcu_bp_read_unlock();
 	/* The position again rather than kept across the walk (see above),
 	 * and each value used as soon as it is made: in this order the fill
 	 * needs no spill. Scalars, not pair[h], so the pair stays in registers. */
@@ -893,6 +910,11 @@ int gpamm_vcpu_create(struct gpamm_vm *vm, unsigned id, struct gpamm_vcpu **out)
 		ret = -ENOMEM;
 		goto out;
 	}
+	/* one slot per vCPU ever created: ids are unique and below max_vcpus */
+	ret = mmu_rwlock_add_reader(&vm->mmu_lock);
+	GPAMM_BUG_ON(ret < 0);
+	v->mmu_slot = (unsigned)ret;
+	ret = 0;
 	vm->vcpus[atomic_load(&vm->nr_vcpus)] = v;
 	atomic_fetch_add(&vm->nr_vcpus, 1);
 	atomic_fetch_add(&gpamm_live_vcpus, 1);

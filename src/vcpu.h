@@ -35,6 +35,7 @@ enum guest_state { GUEST_NONE, GUEST_READY, GUEST_RUNNING, GUEST_DONE };
 struct gpamm_vcpu {
 	struct gpamm_vm *vm;
 	unsigned id;
+	unsigned mmu_slot; /* this vCPU's reader slot of mmu_lock */
 	bool checking;
 	bool fast_refill; /* the workload loops may refill inline (wl_refill) */
 	_Atomic uint32_t mode;
@@ -64,6 +65,7 @@ struct gpamm_vcpu {
 	/* statistics, written only by the vCPU thread (relaxed) */
 	uint64_t st_tlb_misses, st_faults, st_fast, st_slow,
 		 st_retries, st_mmio, st_memfault, st_gpa_flushes;
+	int64_t st_pins; /* host pages this vCPU's fault holds pinned now */
 };
 
 /* vcpu.c */

@@ -6,9 +6,13 @@
  * counters here let tests prove it.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <urcu/urcu-bp.h>
+
+#include "arch/loongarch/walker.h"
 #include "vm.h"
 
 _Atomic uint64_t gpamm_live_vms, gpamm_live_vcpus, gpamm_live_tpools, gpamm_live_threads;
@@ -24,7 +28,7 @@ int gpamm_vm_create(const struct gpamm_vm_config *cfg, struct gpamm_vm **out)
 	ps = cfg->page_shift ? cfg->page_shift : 14;
 	levels = cfg->levels ? cfg->levels : 3;
 	maxv = cfg->max_vcpus ? cfg->max_vcpus : 64;
-	if (maxv > GPAMM_MAX_VCPUS || (cfg->flags & ~GPAMM_VM_PTW) ||
+	if (maxv > GPAMM_MAX_VCPUS || (cfg->flags & ~(GPAMM_VM_PTW | GPAMM_VM_SERIAL_FAULTS)) ||
 	    cfg->host->page_shift != ps)
 		return -EINVAL;
 	vm = calloc(1, sizeof(*vm));
@@ -51,7 +55,9 @@ int gpamm_vm_create(const struct gpamm_vm_config *cfg, struct gpamm_vm **out)
 	r = gpamm_memslots_init(vm);
 	if (r)
 		goto err_pgt;
-	pthread_mutex_init(&vm->mmu_lock, NULL);
+	r = mmu_rwlock_init(&vm->mmu_lock, maxv, cfg->flags & GPAMM_VM_SERIAL_FAULTS);
+	if (r)
+		goto err_slots_only;
 	pthread_mutex_init(&vm->vcpus_lock, NULL);
 	pthread_mutex_init(&vm->dirty_lock, NULL);
 	r = gpamm_mmu_notifier_attach(vm);
@@ -64,9 +70,10 @@ int gpamm_vm_create(const struct gpamm_vm_config *cfg, struct gpamm_vm **out)
 	return 0;
 
 err_slots:
-	pthread_mutex_destroy(&vm->mmu_lock);
+	mmu_rwlock_destroy(&vm->mmu_lock);
 	pthread_mutex_destroy(&vm->vcpus_lock);
 	pthread_mutex_destroy(&vm->dirty_lock);
+err_slots_only:
 	gpamm_memslots_destroy(vm);
 err_pgt:
 	gpamm_pgt_destroy(&vm->pgt);
@@ -107,15 +114,17 @@ int gpamm_vm_destroy(struct gpamm_vm *vm)
 	for (unsigned i = 0; i < atomic_load(&vm->nr_vcpus); i++)
 		gpamm_vcpu_free(vm->vcpus[i]);
 	atomic_store(&vm->nr_vcpus, 0);
-	pthread_mutex_lock(&vm->mmu_lock);
+	mmu_write_lock(&vm->mmu_lock);
 	gpamm_pgt_flush_range(&vm->pgt, 0, UINT64_MAX, &fl);
-	pthread_mutex_unlock(&vm->mmu_lock);
+	mmu_write_unlock(&vm->mmu_lock);
 	gpamm_pgt_free_deferred(&vm->pgt, &fl);
+	/* tables unlinked earlier wait for a grace period: let them go first */
+	urcu_bp_barrier();
 	gpamm_pgt_destroy(&vm->pgt);
 	gpamm_memslots_destroy(vm);
 	leaked = gpamm_tpool_destroy(vm->tpool);
 	GPAMM_BUG_ON(leaked != 0);
-	pthread_mutex_destroy(&vm->mmu_lock);
+	mmu_rwlock_destroy(&vm->mmu_lock);
 	pthread_mutex_destroy(&vm->vcpus_lock);
 	pthread_mutex_destroy(&vm->dirty_lock);
 	free(vm->vcpus);
@@ -142,11 +151,10 @@ void gpamm_vm_stats(struct gpamm_vm *vm, struct gpamm_vm_stats *st)
 
 	memset(st, 0, sizeof(*st));
 	st->table_pages = gpamm_pgt_live_tables(&vm->pgt);
-	st->pinned = atomic_load(&vm->st_pinned);
 	st->remote_flushes = atomic_load(&vm->st_remote_flushes);
-	pthread_mutex_lock(&vm->mmu_lock);
-	st->slots = vm->slots_locked->nr;
-	pthread_mutex_unlock(&vm->mmu_lock);
+	urcu_bp_read_lock();
+	st->slots = atomic_load_explicit(&vm->slots, memory_order_acquire)->nr;
+	urcu_bp_read_unlock();
 	st->vcpus = n;
 	st->threads = atomic_load(&gpamm_live_threads);
 	for (unsigned i = 0; i < n; i++) {
@@ -160,6 +168,7 @@ void gpamm_vm_stats(struct gpamm_vm *vm, struct gpamm_vm_stats *st)
 		st->memory_fault_exits += RD(st_memfault);
 		st->gpa_flushes += RD(st_gpa_flushes);
 		st->tlb_misses += RD(st_tlb_misses);
+		st->pinned += (uint64_t)RD(st_pins);
 #undef RD
 	}
 	gpamm_host_stats(vm->host, &hs);
@@ -178,14 +187,22 @@ void gpamm_live_objects(struct gpamm_live *l)
 
 int gpamm_vm_translate(struct gpamm_vm *vm, uint64_t gpa, gpamm_pte_t *pte, unsigned *level)
 {
-	gpamm_pte_t e;
+	gpamm_pte_t e, *ptep;
 	unsigned lv = 0;
 
 	if (!vm || gpa >= gpamm_geom_space(&vm->geom))
 		return -EINVAL;
-	pthread_mutex_lock(&vm->mmu_lock);
-	e = gpamm_pgt_lookup(&vm->pgt, gpa, &lv);
-	pthread_mutex_unlock(&vm->mmu_lock);
+	/*
+	 * Lock-free, as the hardware walker: an RCU reader, so a table that a
+	 * range operation unlinks meanwhile stays until the walk is done.
+	 */
+	urcu_bp_read_lock();
+	ptep = la_walk_descend(vm->pgt.root, vm->layout, gpa, false, &e, &lv);
+	if (unlikely(vm->pause_fn != NULL))
+		vm->pause_fn(vm->pause_arg, GPAMM_PAUSE_WALK, NULL, gpa);
+	if (!lv)
+		e = pte_read_acquire(ptep);
+	urcu_bp_read_unlock();
 	if (!gpamm_pte_present(e))
 		return -ENOENT;
 	if (pte)
@@ -197,18 +214,47 @@ int gpamm_vm_translate(struct gpamm_vm *vm, uint64_t gpa, gpamm_pte_t *pte, unsi
 
 /* ---- race and fault injection (gpamm/inject.h) --------------------------- */
 
+/* The table core's race windows, as the VM's pause points (the cache is the vCPU's). */
+static void vm_pgt_race(void *arg, enum gpamm_pgt_race where, uint64_t gpa,
+			struct gpamm_memcache *mc)
+{
+	struct gpamm_vcpu *vcpu = (struct gpamm_vcpu *)((char *)mc -
+						       offsetof(struct gpamm_vcpu, mc));
+
+	vm_pause_point(vcpu, where == GPAMM_PGT_RACE_TABLE ? GPAMM_PAUSE_TABLE_LINK
+							   : GPAMM_PAUSE_LEAF_INSTALL, gpa);
+	(void)arg;
+}
+
 int gpamm_vm_set_pause_hook(struct gpamm_vm *vm, gpamm_pause_fn fn, void *arg)
 {
 	if (!vm)
 		return -EINVAL;
 	vm->pause_arg = arg;
 	__atomic_store_n(&vm->pause_fn, fn, __ATOMIC_RELEASE);
+	vm->pgt.race_arg = vm;
+	__atomic_store_n(&vm->pgt.race_hook, fn ? vm_pgt_race : NULL, __ATOMIC_RELEASE);
+	return 0;
+}
+
+int gpamm_vm_mmu_lock_state(struct gpamm_vm *vm, unsigned *readers, bool *writer)
+{
+	unsigned n = 0;
+
+	if (!vm)
+		return -EINVAL;
+	for (unsigned i = 0; i < atomic_load(&vm->mmu_lock.nr_readers); i++)
+		n += atomic_load(&vm->mmu_lock.readers[i].active) != 0;
+	if (readers)
+		*readers = n;
+	if (writer)
+		*writer = atomic_load(&vm->mmu_lock.writer) != 0;
 	return 0;
 }
 
 int gpamm_vm_inject(struct gpamm_vm *vm, unsigned flags)
 {
-	if (!vm || (flags & ~GPAMM_INJECT_SKIP_SLOT_FLUSH))
+	if (!vm || (flags & ~(GPAMM_INJECT_SKIP_SLOT_FLUSH | GPAMM_INJECT_NO_GRACE)))
 		return -EINVAL;
 	vm->inject = flags;
 	return 0;

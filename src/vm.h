@@ -13,6 +13,7 @@
 #include "gpamm/inject.h"
 #include "gpamm/pgtable.h"
 #include "memslot.h"
+#include "mmulock.h"
 #include "util.h"
 #include "vcpu.h"
 
@@ -25,7 +26,7 @@ struct gpamm_vm {
 	struct gpamm_mm_ops mm;
 	struct gpamm_pgt pgt;
 
-	pthread_mutex_t mmu_lock;
+	struct mmu_rwlock mmu_lock; /* faults read, range operations write (mmulock.h) */
 	/* MMU-notifier invalidation state, written under mmu_lock */
 	_Atomic uint64_t mmu_invalidate_seq;
 	int64_t mmu_invalidate_in_progress;
@@ -42,7 +43,7 @@ struct gpamm_vm {
 	struct gpamm_vcpu **vcpus;
 	_Atomic unsigned nr_vcpus;
 
-	_Atomic uint64_t st_remote_flushes, st_pinned, st_stale_slot;
+	_Atomic uint64_t st_remote_flushes, st_stale_slot;
 	bool notifier_registered;
 	/* under mmu_lock: the host's address space went away (release());
 	 * nothing is mapped again and VMM calls return -EIO */

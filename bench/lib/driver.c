@@ -30,6 +30,7 @@ const struct bench_suite *const bench_suites[] = {
 	&bench_suite_access_cost,
 	&bench_suite_pgtable,
 	&bench_suite_tlb_flush,
+	&bench_suite_fault_scaling,
 };
 const unsigned bench_nsuites = sizeof(bench_suites) / sizeof(bench_suites[0]);
 
@@ -113,6 +114,14 @@ static void sink_ratios(const struct bench_run *r, const char *label)
 			 bench_ratio_target(r, rt, tgt, sizeof(tgt)), bench_ratio_verdict(r, rt, v),
 			 "%s%s%s", rt->what, *label ? " @ " : "", label);
 	}
+}
+
+void bench_target_report(FILE *f, const char *what, const char *value, const char *target,
+			 bool pass)
+{
+	if (f)
+		fprintf(f, "  %-62s %10s  %-14s %s\n", what, value, target, pass ? "PASS" : "MISS");
+	sink_add(value, target, pass ? "PASS" : "MISS", "%s", what);
 }
 
 static const char *sweep_name(enum bench_sweep sw)
@@ -372,6 +381,8 @@ static void print_sweep_ratios(const struct bench_request *o, const struct point
 	}
 	if (!kvm && n >= 2 && s->sweep_explain)
 		s->sweep_explain(runs, labels, n, f);
+	if (!kvm && n >= 2 && s->sweep_targets)
+		s->sweep_targets(runs, labels, n, f);
 }
 
 static void print_sweep_table(const struct bench_request *o, const struct point *pts, bool kvm,
@@ -937,6 +948,9 @@ static const struct plan_entry plan[] = {
 	{ .suite = "memslot_perf", .where = "memslot_perf 4K", .page_shift = 12, .vcpus = 1,
 	  .iterations = 2, .bytes_per_vcpu = 256ULL << 20, .sweep = BENCH_SWEEP_SLOTS,
 	  .sweep_txt = "32,1024,32767" },
+	{ .suite = "fault_scaling", .where = "fault_scaling 4K", .page_shift = 12, .vcpus = 2,
+	  .iterations = 3, .bytes_per_vcpu = 128ULL << 20, .sweep = BENCH_SWEEP_VCPUS,
+	  .sweep_txt = "1,2" },
 	{ .suite = "tlb_flush", .where = "tlb_flush", .page_shift = 12, .vcpus = 8,
 	  .iterations = 3, .bytes_per_vcpu = 64ULL << 10, .sweep = BENCH_SWEEP_VCPUS,
 	  .sweep_txt = "1,2,4,8" },

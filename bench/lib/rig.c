@@ -39,8 +39,9 @@ int bench_rig_init(struct bench_rig *k, const struct bench_cfg *c, struct bench_
 	k->vcpu = calloc(k->nvcpus, sizeof(*k->vcpu));
 	k->w = calloc(k->nvcpus, sizeof(*k->w));
 	k->vcpu_ns = calloc(k->nvcpus, sizeof(*k->vcpu_ns));
+	k->vcpu_cpu_ns = calloc(k->nvcpus, sizeof(*k->vcpu_cpu_ns));
 	k->verr = calloc(k->nvcpus, sizeof(*k->verr));
-	if (!k->vcpu || !k->w || !k->vcpu_ns || !k->verr)
+	if (!k->vcpu || !k->w || !k->vcpu_ns || !k->vcpu_cpu_ns || !k->verr)
 		return bench_run_fail(r, BENCH_FAILED, "out of memory");
 
 	if (c->out && k->total >= (4ULL << 30)) {
@@ -80,7 +81,9 @@ int bench_rig_vm_up(struct bench_rig *k, unsigned dirty_caps)
 {
 	const struct bench_cfg *c = k->cfg;
 	struct gpamm_vm_config vcfg = { .page_shift = c->page_shift, .levels = c->levels,
-					.max_vcpus = k->nvcpus };
+					.max_vcpus = k->nvcpus,
+					.flags = k->vm_flags |
+						 (c->serial_faults ? GPAMM_VM_SERIAL_FAULTS : 0) };
 	int ret = 0;
 
 	k->host = gpamm_host_direct_create(c->page_shift);
@@ -126,7 +129,7 @@ static int rig_vcpu_pass(void *ctx, unsigned i, uint64_t gen)
 	struct gpamm_vcpu *v = k->vcpu[i];
 	struct gpamm_workload *w = &k->w[i];
 	struct gpamm_run *run = gpamm_vcpu_run_state(v);
-	double t0 = bench_now_ns();
+	double t0 = bench_now_ns(), c0 = bench_thread_cpu_ns();
 	int ret;
 
 	w->write_percent = k->write_percent; /* ordered by bench_gang_step() */
@@ -135,6 +138,7 @@ static int rig_vcpu_pass(void *ctx, unsigned i, uint64_t gen)
 	if (!ret)
 		ret = gpamm_vcpu_run(v);
 	k->vcpu_ns[i] = bench_now_ns() - t0;
+	k->vcpu_cpu_ns[i] = bench_thread_cpu_ns() - c0;
 	if (ret) {
 		snprintf(k->verr[i], sizeof(k->verr[i]), "vCPU %u: run: %s", i, strerror(-ret));
 		return -1;
@@ -211,6 +215,7 @@ void bench_rig_destroy(struct bench_rig *k)
 	free(k->vcpu);
 	free(k->w);
 	free(k->vcpu_ns);
+	free(k->vcpu_cpu_ns);
 	free(k->verr);
 	bench_mem_free(&k->mem);
 	memset(k, 0, sizeof(*k));

@@ -21,6 +21,14 @@ double bench_now_ns(void)
 	return now_ns();
 }
 
+double bench_thread_cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
 unsigned bench_online_cpus(void)
 {
 	long n = sysconf(_SC_NPROCESSORS_ONLN);

@@ -23,7 +23,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define BENCH_MAX_PHASES   12
+#define BENCH_MAX_PHASES   24
 #define BENCH_MAX_COUNTERS 8
 #define BENCH_MAX_ITERS    1000
 
@@ -39,6 +39,7 @@ struct bench_cfg {
 				      * selftest's default (enabling logging protects nothing;
 				      * the first CLEAR does) */
 	bool thp;                    /* back guest RAM with transparent huge pages */
+	bool serial_faults;          /* GPAMM_VM_SERIAL_FAULTS: one fault at a time */
 	FILE *out;                   /* selftest-style lines go here; NULL: quiet (--json) */
 };
 
@@ -143,6 +144,11 @@ struct bench_suite {
 	bool (*check)(const struct bench_run *r, char *why, size_t len);
 	const struct bench_ratio *ratios;  /* printed after each run, in its JSON, in sweeps */
 	unsigned nratios;
+	/* optional: after a sweep's gpamm table, targets that compare the sweep's
+	 * runs with each other (2 vCPUs against 1); each is judged with
+	 * bench_target_report() */
+	void (*sweep_targets)(const struct bench_run *const *runs, const char *const *labels,
+			      unsigned n, FILE *f);
 	const char *const *flat; /* phases that must be flat across a sweep (targets of
 				  * `make bench`), NULL-terminated; may be NULL */
 	bool uneven_slots;         /* memory splits into -m slots as the selftest's does (the
@@ -159,6 +165,7 @@ extern const struct bench_suite bench_suite_memslot_perf;
 extern const struct bench_suite bench_suite_access_cost;
 extern const struct bench_suite bench_suite_pgtable;
 extern const struct bench_suite bench_suite_tlb_flush;
+extern const struct bench_suite bench_suite_fault_scaling;
 
 /* ---- runs ---------------------------------------------------------------------- */
 
@@ -197,6 +204,13 @@ const char *bench_ratio_target(const struct bench_run *r, const struct bench_rat
 /* The value of @rt as text: "2.13x", or a bound's figure with its unit. */
 const char *bench_ratio_text(const struct bench_run *r, const struct bench_ratio *rt, double v,
 			     char *buf, size_t len);
+/*
+ * A target a suite judges itself (sweep_targets): one line on @f, and a row
+ * of `make bench`'s summary. @value and @target are text ("1.93x",
+ * ">= 1.80x").
+ */
+void bench_target_report(FILE *f, const char *what, const char *value, const char *target,
+			 bool pass);
 /* Print the suite's ratios of a finished run to cfg.out. */
 void bench_print_ratios(const struct bench_run *r);
 /* Print the "... over N iterations took ..." lines. */
@@ -280,6 +294,8 @@ struct bench_rig {
 	struct gpamm_workload *w;     /* per vCPU: its slice */
 	unsigned write_percent;       /* of the next step's passes; set between steps */
 	double *vcpu_ns;              /* per vCPU: the time of its last pass */
+	double *vcpu_cpu_ns;          /* per vCPU: its thread's CPU time in that pass */
+	unsigned vm_flags;            /* more gpamm_vm_config flags for bench_rig_vm_up() */
 	char (*verr)[160];            /* per vCPU: what went wrong */
 	struct bench_gang gang;
 	bool gang_on;
@@ -336,6 +352,8 @@ void bench_bitmaps_free(uint64_t **b, unsigned slots);
 /* ---- small things --------------------------------------------------------------------- */
 
 double bench_now_ns(void);
+/* CPU time of the calling thread (CLOCK_THREAD_CPUTIME_ID), ns. */
+double bench_thread_cpu_ns(void);
 /* "1G", "256M", "16K", "4096": K/M/G/T suffixes (binary), optional "iB"/"B". */
 /* "1 GiB", "256 MiB", "1.5 GiB" for any size. */
 const char *bench_size_str(uint64_t bytes, char *buf, size_t len);

@@ -35,6 +35,9 @@ struct gpamm_vcpu;
 
 /* gpamm_vm_config.flags */
 #define GPAMM_VM_PTW (1u << 0) /* emulate a walker with PTW: a write to a WRITE-but-not-DIRTY entry sets DIRTY itself */
+/* one fault at a time: every fault takes mmu_lock for write, as the 2023
+ * code did (the same code as the parallel mode, to measure side by side) */
+#define GPAMM_VM_SERIAL_FAULTS (1u << 1)
 
 #define GPAMM_MAX_VCPUS 256
 #define GPAMM_USER_MEM_SLOTS 32767 /* KVM_USER_MEM_SLOTS on LoongArch */
@@ -68,7 +71,8 @@ const struct gpamm_geom *gpamm_vm_geom(const struct gpamm_vm *vm);
 /**
  * gpamm_vm_translate() - the leaf entry that maps @gpa now, and its level
  * (0 for a base page; either out pointer may be NULL).
- * Context: any thread; takes the MMU lock.
+ * Context: any thread; lock-free (it reads the table as the hardware walker
+ * does, so it may run while a fault holds or waits for mmu_lock).
  * Return: 0, -ENOENT (no present entry maps @gpa), -EINVAL (no VM, @gpa
  * beyond the GPA space).
  */

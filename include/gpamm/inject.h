@@ -13,6 +13,7 @@
 #ifndef GPAMM_INJECT_H
 #define GPAMM_INJECT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "gpamm/gpamm.h"
@@ -26,6 +27,21 @@ enum gpamm_pause_point {
 	/* slow fault path: the MMU lock is held and the retry check passed;
 	 * nothing is written yet. The hook must not call into the VM. */
 	GPAMM_PAUSE_FAULT_INSTALL,
+	/* slow fault path, mmu_lock held for read: a new table is filled and
+	 * about to be linked by compare-and-exchange (another fault may link
+	 * one at the same place meanwhile) */
+	GPAMM_PAUSE_TABLE_LINK,
+	/* slow fault path, mmu_lock held for read: the leaf was read and the
+	 * entry to install computed; the compare-and-exchange comes next */
+	GPAMM_PAUSE_LEAF_INSTALL,
+	/* fast fault path (young/dirty), mmu_lock held for read, before the
+	 * entry is read and updated */
+	GPAMM_PAUSE_FAST,
+	/* gpamm_vm_translate(), which walks the table lock-free as the
+	 * hardware walker does, in an RCU read-side section: the directory
+	 * entries are read down to the leaf table, the leaf is read after the
+	 * hook returns. @vcpu is NULL. */
+	GPAMM_PAUSE_WALK,
 	GPAMM_PAUSE_NR
 };
 
@@ -47,6 +63,19 @@ int gpamm_vm_set_pause_hook(struct gpamm_vm *vm, gpamm_pause_fn fn, void *arg);
 /* DELETE and MOVE of a memslot unmap its range but skip the remote TLB
  * flush: a stale translation survives the call (checking mode must see it). */
 #define GPAMM_INJECT_SKIP_SLOT_FLUSH (1u << 0)
+/* Tables a range operation unlinked are freed right after its flush,
+ * without waiting for an RCU grace period: a lock-free walker still inside
+ * one reads freed memory (ASan must see it). */
+#define GPAMM_INJECT_NO_GRACE (1u << 1)
+
+/**
+ * gpamm_vm_mmu_lock_state() - what mmu_lock is doing now: how many vCPU
+ * reader slots are held (*@readers) and whether a writer holds the lock or
+ * waits for the readers to leave (*@writer). A test uses it to know that a
+ * thread it started is blocked on the lock (not merely slow).
+ * Return: 0, -EINVAL (no VM).
+ */
+int gpamm_vm_mmu_lock_state(struct gpamm_vm *vm, unsigned *readers, bool *writer);
 
 /**
  * gpamm_vm_inject() - switch the given protocol steps off (0: none).

@@ -121,12 +121,22 @@ void gpamm_memcache_release(struct gpamm_memcache *mc);
 
 /* ---- the table --------------------------------------------------------- */
 
+/* The windows of gpamm_pgt_map_upgrade() a test may hold open (gpamm/inject.h). */
+enum gpamm_pgt_race {
+	GPAMM_PGT_RACE_TABLE, /* a new table is filled, not yet linked */
+	GPAMM_PGT_RACE_LEAF,  /* the leaf is read and the new value made, not yet swapped */
+};
+
 struct gpamm_pgt {
 	struct gpamm_geom geom;
 	gpamm_pte_t *root;
 	const gpamm_pte_t *invalid[GPAMM_MAX_LEVELS]; /* invalid table of each level */
 	struct gpamm_mm_ops mm;
 	uint64_t live_tables;  /* root included; read with __atomic loads */
+	/* tests only: called in each race window of the install (NULL: never) */
+	void (*race_hook)(void *arg, enum gpamm_pgt_race where, uint64_t gpa,
+			  struct gpamm_memcache *mc);
+	void *race_arg;
 };
 
 /** Tables unlinked by a flush, to be freed after the TLB flush. */
@@ -181,14 +191,20 @@ int gpamm_pgt_map(struct gpamm_pgt *pgt, uint64_t gpa, unsigned level,
  * gpamm_pgt_map_upgrade() - install the base-page entry @pte at @gpa, but
  * never take anything away from an entry that already maps the same page
  * there: its bits are kept and @pte's added (one compare-and-exchange on
- * the whole entry, so a bit set meanwhile, by a walker with PTW, survives).
- * An entry for another page is replaced; the caller then owes a remote
- * flush. Tables are allocated as by gpamm_pgt_map(), in the same descent.
+ * the whole entry, so a bit set meanwhile, by a walker with PTW or by a
+ * concurrent fault, survives). An entry for another page is replaced; the
+ * caller then owes a remote flush. Missing tables come from @mc and are
+ * linked with a compare-and-exchange of the empty directory entry: of two
+ * threads that link a table at the same place one wins, and the other's
+ * page, never seen by anyone, goes straight back to its cache.
  * @oldp, @nowp: the entry before (0: none) and after; not NULL.
- * Context: MMU lock (writer).
+ * Context: mmu_lock for read (concurrent calls are safe with each other
+ * and with the lock-free walker), or for write.
  * Return: 1 if the entry changed, 0 if not, -EINVAL (GPA outside the space
- * or unaligned, no PRESENT bit, HUGE set), -ENOMEM (memcache short),
- * -EEXIST (inside a huge leaf). On error the table is unchanged.
+ * or unaligned, no PRESENT bit, HUGE set), -ENOMEM (memcache short: what
+ * was linked stays, empty), -EEXIST (inside a huge leaf), -EAGAIN (a frozen
+ * entry on the way: another thread is changing it; retry). On -EINVAL,
+ * -EEXIST and -EAGAIN no leaf is changed.
  */
 int gpamm_pgt_map_upgrade(struct gpamm_pgt *pgt, uint64_t gpa, gpamm_pte_t pte,
 			  struct gpamm_memcache *mc, gpamm_pte_t *oldp, gpamm_pte_t *nowp);
@@ -331,6 +347,20 @@ static inline uint64_t gpamm_pgt_live_tables(const struct gpamm_pgt *pgt)
 {
 	return __atomic_load_n(&pgt->live_tables, __ATOMIC_RELAXED);
 }
+
+/**
+ * gpamm_pgt_freeze() - swap the entry at @level for @gpa (a base-page leaf
+ * at 0, a PMD-level entry at 1) with the frozen value, if it still holds
+ * @expect. The first step of a change made in several steps under
+ * mmu_lock for read; the last is gpamm_pgt_thaw(). The caller owes the
+ * remote flush if the old entry was present. Frozen entries never outlive
+ * the read-side section that made them (writers never see one).
+ * Return: 0, -EINVAL (no such level here, @gpa outside the space), -ENOENT
+ * (the tables to @level do not exist), -EBUSY (the entry is not @expect).
+ */
+int gpamm_pgt_freeze(struct gpamm_pgt *pgt, uint64_t gpa, unsigned level, gpamm_pte_t expect);
+/** gpamm_pgt_thaw() - replace the frozen entry (as above) with @val. Return: 0, -EINVAL. */
+int gpamm_pgt_thaw(struct gpamm_pgt *pgt, uint64_t gpa, unsigned level, gpamm_pte_t val);
 
 /** gpamm_pgt_invalid_table() - the shared empty table of @level for a page shift. */
 const gpamm_pte_t *gpamm_pgt_invalid_table(unsigned page_shift, unsigned level);

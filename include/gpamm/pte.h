@@ -71,6 +71,23 @@ static inline bool gpamm_pte_present(gpamm_pte_t p)
 {
 	return p & (GPAMM_PTE_PRESENT | GPAMM_PTE_PROTNONE);
 }
+/*
+ * Frozen entries: the value an entry holds while one thread changes it in
+ * several steps (under mmu_lock for read; docs/pgtable.md). Neither looks
+ * present, so every path that needs the entry faults, and a fault that
+ * finds one waits for it to thaw. A leaf is SPECIAL alone: VALID clear (the
+ * hardware faults), PRESENT and PROTNONE clear (pte_present() is false,
+ * which PROTNONE would not give). A directory entry is HUGE | SPECIAL: the
+ * walker follows every directory entry that is not HUGE as a table
+ * address, so a frozen one must be HUGE, and with VALID clear the walk
+ * ends there in a fault.
+ */
+#define GPAMM_PTE_FROZEN      GPAMM_PTE_SPECIAL
+#define GPAMM_PTE_FROZEN_DIR  (GPAMM_PTE_HUGE | GPAMM_PTE_SPECIAL)
+static inline bool gpamm_pte_frozen(gpamm_pte_t p, unsigned level)
+{
+	return p == (level ? GPAMM_PTE_FROZEN_DIR : GPAMM_PTE_FROZEN);
+}
 static inline bool gpamm_pte_young(gpamm_pte_t p) { return p & GPAMM_PTE_VALID; }
 static inline bool gpamm_pte_dirty(gpamm_pte_t p) { return p & GPAMM_PTE_WRITEABLE; }
 static inline bool gpamm_pte_writeable(gpamm_pte_t p) { return p & GPAMM_PTE_WR_MARKER; }

@@ -396,7 +396,8 @@ ISOLATED_TEST(test_break_vcpu_ring_tracking_bad_args)
 	step("injection");
 	EXPECT_EQ_INT(gpamm_vm_set_pause_hook(NULL, NULL, NULL), -EINVAL);
 	EXPECT_EQ_INT(gpamm_vm_inject(NULL, 0), -EINVAL);
-	EXPECT_EQ_INT(gpamm_vm_inject(d.vm, 2), -EINVAL);
+	EXPECT_EQ_INT(gpamm_vm_inject(d.vm, 4), -EINVAL); /* flags 1 and 2 exist */
+	EXPECT_EQ_INT(gpamm_vm_mmu_lock_state(NULL, NULL, NULL), -EINVAL);
 	drig_destroy(&d);
 }
 

@@ -740,9 +740,9 @@ static void map_huge(struct venv *e, uint64_t gpa, uint64_t hva)
 
 	gpamm_memcache_init(&mc, &e->vm->mm);
 	ASSERT_EQ_INT(gpamm_memcache_topup(&mc, gpamm_pgt_map_pages(&e->vm->pgt)), 0);
-	pthread_mutex_lock(&e->vm->mmu_lock);
+	mmu_write_lock(&e->vm->mmu_lock);
 	ASSERT_EQ_INT(gpamm_pgt_map(&e->vm->pgt, gpa, 1, pte, &mc), 1);
-	pthread_mutex_unlock(&e->vm->mmu_lock);
+	mmu_write_unlock(&e->vm->mmu_lock);
 	gpamm_memcache_release(&mc);
 }
 

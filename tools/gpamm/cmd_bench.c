@@ -19,7 +19,7 @@
 
 enum {
 	OPT_HELP = 1, OPT_VCPUS, OPT_BYTES, OPT_ITERS, OPT_PAGE_SHIFT, OPT_LEVELS, OPT_SLOTS,
-	OPT_BACKING, OPT_NO_MANUAL, OPT_NO_INIT_SET, OPT_JSON, OPT_SWEEP, OPT_PEER, OPT_LIST,
+	OPT_BACKING, OPT_SERIAL, OPT_NO_MANUAL, OPT_NO_INIT_SET, OPT_JSON, OPT_SWEEP, OPT_PEER, OPT_LIST,
 };
 
 static const struct cli_opt bench_opts[] = {
@@ -31,6 +31,7 @@ static const struct cli_opt bench_opts[] = {
 	{ "levels", true, OPT_LEVELS, 0 },
 	{ "slots", true, OPT_SLOTS, 'm' },
 	{ "backing", true, OPT_BACKING, 0 },
+	{ "serial-faults", false, OPT_SERIAL, 0 },
 	{ "no-manual-protect", false, OPT_NO_MANUAL, 0 },
 	{ "no-initially-set", false, OPT_NO_INIT_SET, 0 },
 	{ "json", false, OPT_JSON, 0 },
@@ -70,6 +71,8 @@ static void bench_usage(FILE *f)
 		"  -m, --slots N            split memory into N equal memslots (default 1;\n"
 		"                           memslot_perf takes 1 to mean its default of 32)\n"
 		"      --backing TYPE       guest RAM: anon (4K host pages, default) or thp\n"
+		"      --serial-faults      one fault at a time (mmu_lock for write), as the\n"
+		"                           2023 code: to compare with the parallel default\n"
 		"      --no-manual-protect  classic GET that clears and re-protects (no CLEAR)\n"
 		"      --no-initially-set   manual protect without INITIALLY_SET: enabling\n"
 		"                           logging write-protects every page (by default,\n"
@@ -214,6 +217,9 @@ static int bench_run_cmd(int argc, char **argv)
 			else
 				return cli_usage_error("bench", "--backing must be anon or thp, not '%s'",
 						       val);
+			break;
+		case OPT_SERIAL:
+			o.cfg.serial_faults = true;
 			break;
 		case OPT_NO_MANUAL:
 			o.cfg.manual_protect = false;
