@@ -9,18 +9,33 @@
  *
  * get_page() is on every slow fault, so it takes no lock and never touches
  * the page: it validates the address, counts the pin with one relaxed atomic
- * and returns. The pin count exists so that tests and VM teardown can prove
+ * on a counter of the calling thread's shard and returns. The pin count exists so that tests and VM teardown can prove
  * every pin was dropped (DESIGN.md contract 6), not to keep memory alive:
  * the VMM owns that memory and must keep it mapped while a VM uses it.
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "gpamm/host.h"
 #include "util.h"
 
 #define DIRECT_MAX_NOTIFIERS 16
+#define DIRECT_PIN_SHARDS    16
+
+/* The calling thread's shard, handed out round robin at its first pin. */
+static unsigned pin_shard(void)
+{
+	static _Atomic unsigned next;
+	static _Thread_local unsigned mine; /* 1 + shard; 0: not yet */
+
+	if (unlikely(!mine))
+		mine = 1 + atomic_fetch_add_explicit(&next, 1, memory_order_relaxed) %
+			       DIRECT_PIN_SHARDS;
+	return mine - 1;
+}
 
 struct direct_notifier {
 	const struct gpamm_mmu_notifier_ops *ops;
@@ -31,11 +46,14 @@ struct direct_host {
 	struct gpamm_host h;
 	uint64_t page_mask;
 	/*
-	 * Outstanding pins. One shared counter: fault paths of all vCPUs
-	 * bump it, but a fault already costs far more than one contended
-	 * cache line, and only a single counter gives an exact total.
+	 * Outstanding pins, in shards of a cache line each: vCPUs faulting in
+	 * parallel would otherwise bounce one line between them twice a
+	 * fault. A thread counts on its own shard (a put on another thread's
+	 * shard may take it below zero); the total is the sum.
 	 */
-	uint64_t pinned;
+	struct {
+		int64_t n;
+	} __attribute__((aligned(64))) pinned[DIRECT_PIN_SHARDS];
 	pthread_mutex_t lock; /* the notifier registry only; never on the fault path */
 	unsigned nr_notifiers;
 	struct direct_notifier notifiers[DIRECT_MAX_NOTIFIERS];
@@ -46,6 +64,15 @@ static inline struct direct_host *to_direct(struct gpamm_host *h)
 	return (struct direct_host *)h;
 }
 
+static int64_t direct_pins(struct direct_host *d)
+{
+	int64_t sum = 0;
+
+	for (unsigned i = 0; i < DIRECT_PIN_SHARDS; i++)
+		sum += __atomic_load_n(&d->pinned[i].n, __ATOMIC_RELAXED);
+	return sum;
+}
+
 static int direct_get_page(struct gpamm_host *h, uint64_t hva, bool write,
 			   struct gpamm_host_page *out)
 {
@@ -54,7 +81,7 @@ static int direct_get_page(struct gpamm_host *h, uint64_t hva, bool write,
 	/* Page 0 is never guest RAM; a misaligned HVA is a caller bug. */
 	if (unlikely(!hva || (hva & d->page_mask)))
 		return -EFAULT;
-	__atomic_add_fetch(&d->pinned, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&d->pinned[pin_shard()].n, 1, __ATOMIC_RELAXED);
 	out->pfn = hva >> h->page_shift;
 	out->flags = GPAMM_HOST_PAGE_WRITABLE;
 	out->map_shift = h->page_shift;
@@ -64,12 +91,14 @@ static int direct_get_page(struct gpamm_host *h, uint64_t hva, bool write,
 static void direct_put_page(struct gpamm_host *h, uint64_t pfn, bool accessed, bool dirty)
 {
 	struct direct_host *d = to_direct(h);
-	uint64_t old = __atomic_fetch_sub(&d->pinned, 1, __ATOMIC_RELAXED);
+	int64_t *n = &d->pinned[pin_shard()].n;
 
-	/* An unbalanced put would wrap the count and hide every later leak. */
-	GPAMM_BUG_ON(old == 0);
-	if (unlikely(old == 0))
-		__atomic_add_fetch(&d->pinned, 1, __ATOMIC_RELAXED);
+	/* An unbalanced put would make the total wrong and hide every later
+	 * leak: checked on the total when this shard goes below zero. */
+	if (unlikely(__atomic_sub_fetch(n, 1, __ATOMIC_RELAXED) < 0) && direct_pins(d) < 0) {
+		GPAMM_BUG_ON(1);
+		__atomic_add_fetch(n, 1, __ATOMIC_RELAXED);
+	}
 }
 
 static void direct_mark_page(struct gpamm_host *h, uint64_t pfn, bool accessed, bool dirty)
@@ -123,7 +152,7 @@ static void direct_stats(struct gpamm_host *h, struct gpamm_host_stats *st)
 	struct direct_host *d = to_direct(h);
 
 	*st = (struct gpamm_host_stats){
-		.pinned = __atomic_load_n(&d->pinned, __ATOMIC_RELAXED),
+		.pinned = (uint64_t)direct_pins(d),
 	};
 }
 
@@ -174,9 +203,10 @@ struct gpamm_host *gpamm_host_direct_create(unsigned page_shift)
 
 	if (page_shift != 12 && page_shift != 14 && page_shift != 16)
 		return NULL;
-	d = calloc(1, sizeof(*d));
+	d = aligned_alloc(64, (sizeof(*d) + 63) & ~(size_t)63); /* the shards' lines */
 	if (!d)
 		return NULL;
+	memset(d, 0, sizeof(*d));
 	d->h.ops = &direct_ops;
 	d->h.page_shift = page_shift;
 	d->h.checking = false;
