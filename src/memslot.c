@@ -10,6 +10,9 @@
  * and MOVE go in two steps, as in KVM: first the old slot is replaced by
  * an INVALID copy (faults on it wait), then, once the old translations are
  * flushed, the copy is removed (and, for a MOVE, the new slot put in).
+ * The GFN index allocates its nodes: what an insert may need is reserved
+ * in both sets before a change touches either, so a change that has begun
+ * cannot fail.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -23,8 +26,10 @@ int gpamm_memslots_init(struct gpamm_vm *vm)
 	vm->by_id = calloc(GPAMM_USER_MEM_SLOTS, sizeof(*vm->by_id));
 	if (!vm->by_id)
 		return -ENOMEM;
-	for (unsigned i = 0; i < 2; i++)
+	for (unsigned i = 0; i < 2; i++) {
 		vm->sets[i] = (struct gpamm_memslots){ .idx = i };
+		gfnidx_init(&vm->sets[i].gfn);
+	}
 	atomic_store(&vm->slots, &vm->sets[0]);
 	vm->slots_locked = &vm->sets[0];
 	pthread_mutex_init(&vm->slots_lock, NULL);
@@ -41,18 +46,18 @@ void gpamm_memslots_destroy(struct gpamm_vm *vm)
 		}
 	}
 	free(vm->by_id);
+	for (unsigned i = 0; i < 2; i++)
+		gfnidx_destroy(&vm->sets[i].gfn);
 	pthread_mutex_destroy(&vm->slots_lock);
 }
 
 struct gpamm_memslot *gpamm_memslot_lookup(struct gpamm_memslots *set, uint64_t gfn, bool any)
 {
-	struct mtree_node *n = mtree_floor(set->gfn_root, gfn);
-	struct gpamm_memslot *s;
+	uint64_t end;
+	struct gpamm_memslot *s = gfnidx_floor(&set->gfn, gfn, &end);
 
-	if (!n || gfn >= n->end)
-		return NULL;
-	s = memslot_of_gfn_node(n, set->idx);
-	if (!any && (s->flags & GPAMM_MEMSLOT_INVALID))
+	/* the entry's word answers both questions: the slot itself is not read */
+	if (gfn >= (end & ~MEMSLOT_END_INVALID) || (!any && (end & MEMSLOT_END_INVALID)))
 		return NULL;
 	return s;
 }
@@ -135,23 +140,51 @@ void gpamm_mark_page_dirty(struct gpamm_vcpu *vcpu, struct gpamm_memslot *slot, 
 	}
 }
 
-/* Take @remove out of @set and put @add in (either may be NULL). Context: no reader sees @set. */
+static uint64_t gfn_word(const struct gpamm_memslot *s)
+{
+	return (s->base_gfn + s->npages) | (s->flags & GPAMM_MEMSLOT_INVALID ? MEMSLOT_END_INVALID : 0);
+}
+
+/*
+ * Set aside in both sets' GFN indexes what one insert may take, so that a
+ * step that inserts cannot fail, neither in the first set nor in the
+ * replay after the grace period. Whatever one step frees stays there for
+ * the next, so this seldom allocates. A failure changes no set (spares
+ * are not slots). Context: slots_lock.
+ */
+static int reserve_insert(struct gpamm_vm *vm)
+{
+	for (unsigned i = 0; i < 2; i++)
+		if (gfnidx_reserve(&vm->sets[i].gfn))
+			return -ENOMEM;
+	return 0;
+}
+
+/*
+ * Take @remove out of @set and put @add in (either may be NULL). A slot
+ * replaced by another at the same base GFN (an INVALID copy, new flags)
+ * keeps its index entry: no allocation. An insert takes what
+ * reserve_insert() set aside. Context: no reader sees @set.
+ */
 static void set_apply(struct gpamm_memslots *set, struct gpamm_memslot *remove,
 		      struct gpamm_memslot *add, unsigned page_shift)
 {
 	const unsigned i = set->idx;
 
 	if (remove) {
-		set->gfn_root = mtree_remove(set->gfn_root, &remove->gfn_node[i]);
+		if (!add || add->base_gfn != remove->base_gfn)
+			GPAMM_BUG_ON(gfnidx_remove(&set->gfn, remove->base_gfn) != remove);
 		set->hva_root = mtree_remove(set->hva_root, &remove->hva_node[i]);
 		set->nr--;
 	}
 	if (add) {
-		add->gfn_node[i].key = add->base_gfn;
-		add->gfn_node[i].end = add->base_gfn + add->npages;
+		if (remove && add->base_gfn == remove->base_gfn)
+			GPAMM_BUG_ON(gfnidx_replace(&set->gfn, add->base_gfn, gfn_word(add), add) !=
+				     remove);
+		else
+			GPAMM_BUG_ON(gfnidx_insert(&set->gfn, add->base_gfn, gfn_word(add), add));
 		add->hva_node[i].key = add->userspace_addr;
 		add->hva_node[i].end = add->userspace_addr + (add->npages << page_shift);
-		set->gfn_root = mtree_insert(set->gfn_root, &add->gfn_node[i]);
 		set->hva_root = mtree_insert(set->hva_root, &add->hva_node[i]);
 		set->nr++;
 	}
@@ -162,7 +195,8 @@ static void set_apply(struct gpamm_memslots *set, struct gpamm_memslot *remove,
  * (for lock-free readers through the RCU pointer, for readers holding the
  * MMU lock through slots_locked, swapped under that lock), wait until no
  * reader can still be in the old one, and make the change there too.
- * Afterwards no reader can hold @remove. Context: slots_lock.
+ * Afterwards no reader can hold @remove. Cannot fail: a step that inserts
+ * follows reserve_insert(). Context: slots_lock.
  */
 static void commit(struct gpamm_vm *vm, struct gpamm_memslot *remove, struct gpamm_memslot *add)
 {
@@ -203,19 +237,18 @@ static bool overlaps(struct gpamm_memslots *set, uint32_t id, uint64_t base, uin
 	 * the part below it is asked the same way.
 	 */
 	for (;;) {
-		struct mtree_node *n = mtree_floor(set->gfn_root, last);
-		struct gpamm_memslot *s;
+		uint64_t end;
+		struct gpamm_memslot *s = gfnidx_floor(&set->gfn, last, &end);
 
-		if (!n)
+		if (!s)
 			return false;
-		s = memslot_of_gfn_node(n, set->idx);
-		if (n->end <= base)
+		if ((end & ~MEMSLOT_END_INVALID) <= base)
 			return false;
 		if (s->id != id)
 			return true;
-		if (n->key <= base)
+		if (s->base_gfn <= base)
 			return false;
-		last = n->key - 1;
+		last = s->base_gfn - 1;
 	}
 }
 
@@ -313,8 +346,13 @@ int gpamm_vm_set_memory_region(struct gpamm_vm *vm,
 		ret = -EFAULT;
 		goto out;
 	}
+	/* CREATE and MOVE insert into the GFN index: its nodes first, so that no step can fail */
+	if ((!old || base_gfn != old->base_gfn) && reserve_insert(vm)) {
+		ret = -ENOMEM;
+		goto out;
+	}
 
-	new = aligned_alloc(64, sizeof(*new)); /* its tree nodes are cache lines */
+	new = aligned_alloc(64, sizeof(*new)); /* its HVA tree nodes are cache lines */
 	if (new)
 		memset(new, 0, sizeof(*new));
 	if (!new) {

@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Memslots inside the library, kept as KVM keeps them since 5.17: each set
- * indexes its slots by GFN (a tree of non-overlapping ranges) and by HVA
- * (an interval tree: slots may alias one HVA range). There are two sets:
- * readers (RCU, or the MMU lock) use the active one; a change is made to
- * the inactive one, which then becomes active, and once no reader can see
- * the old one any more the same change is made to it. A change costs
- * O(log n) and its grace period, never a copy of the whole set. A slot is
- * in both sets at once, through a node pair for each index.
+ * indexes its slots by GFN (gfnidx.h: a B+tree of the slots' base GFNs,
+ * whose ranges never overlap) and by HVA (mtree.h: an interval tree, as
+ * slots may alias one HVA range). There are two sets: readers (RCU, or the
+ * MMU lock) use the active one; a change is made to the inactive one,
+ * which then becomes active, and once no reader can see the old one any
+ * more the same change is made to it. A change costs O(log n) and its
+ * grace period, never a copy of the whole set. A slot is in both sets at
+ * once: in each set's GFN index as an entry, in its HVA tree through the
+ * slot's node for that set.
  * Knows no VM internals (the VM is only passed through).
  */
 #ifndef GPAMM_MEMSLOT_INT_H
@@ -16,6 +18,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "gfnidx.h"
 #include "gpamm/gpamm.h"
 #include "mtree.h"
 
@@ -24,9 +27,13 @@ struct gpamm_vcpu;
 
 #define GPAMM_MEMSLOT_INVALID (1u << 16) /* being deleted or moved: faults retry */
 
+/*
+ * A slot's fields never change while it is in a set: a change puts a new
+ * slot in (a copy, for flags or an INVALID mark). A GFN index entry caches
+ * its end and INVALID mark, so a look-up that misses reads no slot.
+ */
 struct gpamm_memslot {
-	/* first, so that a GFN look-up's descent reads one cache line a level */
-	struct mtree_node gfn_node[2]; /* [base_gfn, base_gfn + npages) in set 0 / 1 */
+	/* first: what a fault reads after the look-up, in one cache line */
 	uint32_t id;
 	uint32_t flags;          /* GPAMM_MEM_* | GPAMM_MEMSLOT_INVALID */
 	uint64_t base_gfn;
@@ -39,17 +46,17 @@ struct gpamm_memslot {
 };
 
 struct gpamm_memslots {
+	/* by base GFN: each entry's word is base_gfn + npages | MEMSLOT_END_INVALID */
+	struct gfnidx gfn;
 	uint64_t generation;     /* grows at every change that makes a set active */
 	uint32_t nr;
-	unsigned idx;            /* which node of a slot's pairs belongs to this set */
-	struct mtree_node *gfn_root, *hva_root;
+	unsigned idx;            /* which of a slot's hva_node belongs to this set */
+	struct mtree_node *hva_root;
 };
 
-static inline struct gpamm_memslot *memslot_of_gfn_node(struct mtree_node *n, unsigned idx)
-{
-	return (struct gpamm_memslot *)((char *)(n - idx) -
-					__builtin_offsetof(struct gpamm_memslot, gfn_node));
-}
+/* In a GFN index entry's word: the slot is INVALID (GFNs stay below 2^63). */
+#define MEMSLOT_END_INVALID (1ULL << 63)
+
 static inline struct gpamm_memslot *memslot_of_hva_node(struct mtree_node *n, unsigned idx)
 {
 	return (struct gpamm_memslot *)((char *)(n - idx) -

@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * An intrusive balanced (AVL) search tree of [key, end) ranges, augmented
- * with the largest end in each subtree, so that one tree serves both
- * memslot indexes: by GFN (ranges never overlap: a floor search finds the
- * slot) and by HVA (ranges may overlap and alias: an interval search visits
- * exactly the nodes a range meets). Equal keys are ordered by node address.
- * Insert and remove are O(log n) and never allocate.
+ * with the largest end in each subtree: the memslot sets' HVA index, where
+ * ranges may overlap and alias, and an interval search visits exactly the
+ * nodes a range meets. (The GFN index, whose ranges never overlap, is
+ * gfnidx.h: a B+tree, denser and shallower for its floor search.) Equal
+ * keys are ordered by node address. Insert and remove are O(log n) and
+ * never allocate.
  *
  * Not safe against concurrent change: a tree is changed only while no
  * reader can see it (the memslot sets' inactive copy, memslot.c).

@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: MIT
 /*
- * Breaking the memslot sets (memslot.c, mtree.c) with tricky sequences,
- * single-threaded: overlap detection in every geometric case (CREATE and
- * MOVE, own old range, adjacency), the GPA-space edges, HVA near the top,
- * the per-vCPU slot cache across DELETE / re-CREATE / MOVE of the same id
- * (ABA), HVA aliasing with every host event on a checking sim host, dirty
- * logging across a MOVE, a random model with multi-page aliasing slots and
- * host events (the mtree corner cases are in test_mtree).
+ * Breaking the memslot sets (memslot.c, gfnidx.c, mtree.c) with tricky
+ * sequences, single-threaded: overlap detection in every geometric case
+ * (CREATE and MOVE, own old range, adjacency), the GPA-space edges, HVA
+ * near the top, the per-vCPU slot cache across DELETE / re-CREATE / MOVE
+ * of the same id (ABA), HVA aliasing with every host event on a checking
+ * sim host, dirty logging across a MOVE, a random model with multi-page
+ * aliasing slots and host events (the mtree corner cases are in
+ * test_mtree, the GFN index's in test_gfnidx).
  */
 #include <errno.h>
 #include <stdlib.h>
