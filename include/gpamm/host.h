@@ -7,11 +7,15 @@
  * notifier, before it changes or takes away a page the guest may map.
  * An embedder can implement struct gpamm_host_ops over its own memory.
  *
- * Lock order: host mm lock -> MMU lock. The MMU never calls get_page() or
- * put_page() with its lock held. mark_page(), page_ptr() and check_access()
- * are called with the MMU lock held or on the guest access path, while a
- * host event may be waiting for that lock or for a TLB flush: they must not
- * take the host's mm lock (atomics only) and must never block.
+ * Lock order: host locks (the sim host: mm lock, VMA locks, page-table
+ * locks) -> MMU lock. The MMU never calls get_page() or put_page() with its
+ * lock held. mark_page(), page_ptr() and check_access() are called with the
+ * MMU lock held or on the guest access path, while a host event may be
+ * waiting for that lock or for a TLB flush: they must not take any host
+ * lock (atomics only) and must never block. get_page() may be called by
+ * many threads at once; a host should not serialise them (the sim host
+ * pins a present page without a lock and faults a page in under locks of
+ * its VMA and page-table page only).
  *
  * Host pages are the VM's page size: a host is created for one page shift
  * and a VM can only use a host of its own page shift.
@@ -30,8 +34,9 @@ struct gpamm_host;
 #define GPAMM_HOST_PAGE_UNCACHED (1u << 1) /* device / PFNMAP memory: map SUC */
 
 /** struct gpamm_host_page - a pinned host page, with the attributes of its
- * mapping captured under the host's lock at the time of the pin (reading
- * them later, after that lock is dropped, is the race REFERENCE.md §7.12). */
+ * mapping as the host PTE said when the pin was taken (under the host's
+ * lock, or confirmed lock-free with the pin held; reading them later, after
+ * the pin, is the race REFERENCE.md §7.12). */
 struct gpamm_host_page {
 	uint64_t pfn;
 	uint32_t flags;
@@ -41,9 +46,14 @@ struct gpamm_host_page {
 /**
  * struct gpamm_mmu_notifier_ops - what a host calls on a registered MMU.
  * Ranges are HVA byte ranges [start, end). Context: called by the host with
- * its mm lock held (so a fault cannot pin a page of the range meanwhile).
- * start/end always come in pairs around the change; aging returns whether
- * any guest translation of the range was young.
+ * what excludes faults on the range held (the sim host: its mm lock and the
+ * VMA's lock for write; for a copy-on-write break, the page's page-table
+ * lock), so no fault can pin a page of the range through the host's locks
+ * meanwhile; a pin taken lock-free just before the change is dropped by the
+ * MMU's sequence retry, which start/end move. Calls for different ranges
+ * may come from several threads at once. start/end always come in pairs
+ * around the change; aging returns whether any guest translation of the
+ * range was young.
  */
 struct gpamm_mmu_notifier_ops {
 	void (*invalidate_range_start)(void *mn, uint64_t start, uint64_t end);
@@ -69,7 +79,10 @@ struct gpamm_host_stats {
  * struct gpamm_host_ops - a host-memory backend.
  * @get_page:     fault in (zero-filled if new) and pin the page at @hva; with
  *                @write, break copy-on-write and fail unless the mapping is
- *                writable. Context: may sleep; takes the host mm lock.
+ *                writable. Context: may sleep; any number of threads at
+ *                once. The sim host takes no lock for a page already
+ *                present, and the VMA lock (read) and the page-table
+ *                lock to fault one in; never the mm lock.
  *                Return: 0, -EFAULT (no mapping, or no permission for the
  *                access), -ENOMEM (no frame), -EHWPOISON (poisoned page).
  * @put_page:     drop a pin, marking the page accessed/dirty first.

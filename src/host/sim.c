@@ -3,43 +3,119 @@
  * The sim host: a small simulated host kernel, so that everything Linux does
  * to a KVM guest's memory behind the MMU's back can be done here on demand,
  * and so that a guest access through a translation the host has changed is
- * caught (checking mode) instead of silently reading the wrong bytes.
+ * caught (checking mode) instead of silently reading the wrong bytes. Guest
+ * faults on different pages do not serialise in it: a present page is
+ * pinned without a lock, and a page is faulted in under its VMA's lock (for
+ * read) and the lock of its host page-table page, as Linux does with
+ * GUP-fast, per-VMA locks and split page-table locks.
  *
  * Frames. One mmap'd arena of cfg->frames pages; frame i has PFN
  * SIM_PFN_BASE + i, so page_ptr() is arithmetic. A frame's reference count
- * is its mapcount (host PTEs pointing at it) plus its pins; whoever drops the
- * last reference frees it: under the mm lock straight onto the free FIFO,
- * from put_page() (lock-free) onto a pending stack that the next allocation
- * drains. The FIFO hands out the frame freed longest ago, so a freed frame
- * stays dead (and, in checking mode, full of poison) as long as possible.
+ * is its mapcount (host PTEs pointing at it) plus its pins (plus, for an
+ * instant, a lock-free reader's speculative reference); whoever drops the
+ * last reference frees it, without a lock: the frame is poisoned (checking
+ * mode) and pushed on a lock-free pending stack, which the next allocation
+ * moves onto the free FIFO under the frame lock. The FIFO hands out the
+ * frame freed longest ago (frees that race each other in either order), so
+ * a freed frame stays dead (and, in checking mode, full of poison) as long
+ * as possible.
  *
  * VMAs. gpamm_sim_mmap() hands out HVAs from [2^40, 2^47), each VMA aligned
  * to the PMD span of the page size and followed by a guard gap, never reused.
  * Each VMA has a host page table, one 64-bit entry per page (HPTE_*), written
- * whole with atomics under the mm lock and read lock-free by check_access(),
- * which finds the VMA through a two-level directory indexed by HVA unit.
+ * whole with atomics and read lock-free by get_page() and check_access(),
+ * which find the VMA through a two-level directory indexed by HVA unit.
  * Partial munmap is supported: unmapped pages become HPTE_HOLE; a VMA whose
  * pages are all holes leaves the directory. Because readers are lock-free, a
- * retired VMA (and its table) is only freed at destroy: memory for VMA
- * bookkeeping grows with the number of VMAs ever mapped (8 bytes a page).
+ * retired VMA (its table and its locks) is only freed at destroy: memory for
+ * VMA bookkeeping grows with the number of VMAs ever mapped (8 bytes a page).
  * madv_dontneed, mprotect and host reads/writes act within one VMA (the
  * guard gaps make any wider range contain an unmapped page: -ENOMEM/-EFAULT);
  * munmap, reclaim, migrate and merge walk every VMA the range meets.
  *
- * Events follow the MMU notifier rule: with the mm lock held (so no fault can
- * pin a page of the range meanwhile), invalidate_range_start, then change the
- * host PTEs and frames, then invalidate_range_end. munmap, madv_dontneed and
- * mprotect invalidate the whole range (per VMA); reclaim, migrate and merge
- * pick their pages first and invalidate each contiguous run of picked pages.
- * A write that breaks copy-on-write (get_page or gpamm_sim_write) changes the
- * PTE of a page a guest may map read-only, so it invalidates that page too.
+ * Events follow the MMU notifier rule: holding what excludes faults on the
+ * range (the mm lock and each VMA's lock for write; for a copy-on-write
+ * break, the page's table-page lock), invalidate_range_start, then change
+ * the host PTEs and frames, then invalidate_range_end. munmap, madv_dontneed
+ * and mprotect invalidate the whole range (per VMA); reclaim, migrate and
+ * merge pick their pages first and invalidate each contiguous run of picked
+ * pages. A write that breaks copy-on-write (get_page or gpamm_sim_write)
+ * changes the PTE of a page a guest may map read-only, so it invalidates
+ * that page too. A pin taken lock-free just before the change is the MMU's
+ * to drop: its invalidation sequence moved (start/end), so its fault retries.
  * Pinned frames are skipped by reclaim, migrate and merge, as Linux does for
  * long-term pinned pages; munmap/dontneed of a pinned page only unmaps it and
  * the frame lives until its last put_page().
  *
- * Locks: the mm lock (a mutex) covers VMAs, host PTE writes, frame
- * allocation, swap and the notifier registry. put_page, mark_page, page_ptr,
- * check_access and stats never take it (host.h lock rules).
+ * Locks, outermost first (the MMU lock, taken by notifier callbacks, comes
+ * after every one of them):
+ *   mm lock (mutex)          the VMA list and directory, the notifier
+ *                            registry, and events against each other: every
+ *                            event, mmap, aging, exit and registry change
+ *                            holds it. Faults never take it.
+ *   VMA lock (rwlock, one    read: a fault or host access that faults pages
+ *    per VMA)                in; write: an event that changes its PTEs.
+ *                            Events that meet several VMAs lock them in
+ *                            address order. Writers are preferred, so a
+ *                            stream of faults cannot starve an event.
+ *   table-page lock (mutex,  with the VMA lock held for read: the PTEs of
+ *    one per page_size / 8   one host page-table page (fault-in, swap-in,
+ *    PTEs, the PMD span)     copy-on-write break, host access).
+ *   notifier lock (rwlock)   the registry, for a copy-on-write break, which
+ *                            notifies without the mm lock (read, across its
+ *                            start and end); registry changes and exit hold
+ *                            it for write besides the mm lock.
+ *   frame lock, swap lock    the free FIFO (and draining the pending stack
+ *    (spinning, yielding)    onto it); the free swap-slot stack. Leaves:
+ *                            nothing is taken under them, and nothing
+ *                            that blocks is done with them held.
+ * Table-page locks spin briefly before they sleep.
+ * So a host PTE changes only under its VMA lock for write, or for read with
+ * its table-page lock; a frame's mapcount changes (atomically: a merged frame
+ * is mapped from several table pages) with the PTE that maps or unmaps it.
+ *
+ * Lock-free: put_page, mark_page, page_ptr, check_access, stats, and
+ * get_page of a page already present (the GUP-fast analog):
+ *   1. read the PTE; only a present PTE that no event has marked BUSY (and,
+ *      for a write, a writable one, so never copy-on-write) is used;
+ *   2. take a reference unless the frame's count is zero (compare-and-
+ *      exchange loop), so a dead frame is never brought back;
+ *   3. count the pin (seq_cst);
+ *   4. read the PTE again (seq_cst): if it changed, give the pin and the
+ *      reference back (the last reference frees the frame) and fault
+ *      through the locks instead.
+ * Why that is safe:
+ *   - a VMA found in the directory is never freed before destroy, so its
+ *     table can be read however late; a retired one reads as holes;
+ *   - a frame freed and reused between 1 and 2 has its new owner's count, so
+ *     2 succeeds, but 4 sees a PTE that no longer names it (or names it
+ *     again: then it is what the PTE maps now, and the pin is right);
+ *   - the flags reported come from the PTE value 4 confirmed with the pin
+ *     held: what the host PTE says when the pin is taken (REFERENCE.md 7.12);
+ *   - reclaim, migrate and merge skip pinned frames: they first store BUSY
+ *     into the page's PTE (seq_cst), then read the frame's pins (seq_cst).
+ *     With 3 and 4 that is the store-buffering pattern, so in the single
+ *     order of seq_cst operations either the event's read follows 3 (it sees
+ *     the pin and leaves the page alone) or 4 follows the BUSY store (the
+ *     reader backs off, to the slow path, which waits for the VMA lock the
+ *     event holds). Once an event saw no pin, none can reach the frame
+ *     through that PTE until the event is done with it. Reclaim and migrate
+ *     take only frames with mapcount 1 (no other PTE to pin them through); a
+ *     pin taken through a PTE that has since stopped mapping the frame came
+ *     before the store that took the frame away from it (seq_cst, as every
+ *     such store is), which came before the mapcount drop (acq_rel) the
+ *     event read, so the event sees it. Merge can miss a pin taken through
+ *     another VMA's PTE of a frame already shared: that PTE is copy-on-write,
+ *     so the pin is read-only and cannot change the bytes merge compares;
+ *   - munmap, madv_dontneed and mprotect do not look at pins: a reader
+ *     whose 4 still read the PTE from before their store holds a pin on the
+ *     frame as it was mapped then, which its reference keeps alive until
+ *     put_page, and their invalidation makes the MMU drop what it would map
+ *     with it; a reader whose 4 sees their store backs off;
+ *   - frees never take a lock (a reader giving a speculative reference back
+ *     may free the frame), and the counters pins and puts touch are split
+ *     per thread (struct sim_stat_slot), so lock-free pins of different
+ *     pages share no written cache line but the frame's own.
  *
  * Limits: HUGE is accepted and ignored (map_shift is always page_shift);
  * migrate and reclaim skip merged (shared) frames, having no reverse map;
@@ -49,6 +125,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -73,6 +150,7 @@
 #define HPTE_COW       (1ULL << 3) /* frame shared by merge: write must copy */
 #define HPTE_PROT_RO   (1ULL << 4) /* mprotect read-only; kept while not present */
 #define HPTE_HOLE      (1ULL << 5) /* munmapped */
+#define HPTE_BUSY      (1ULL << 6) /* an event is deciding this page: lock-free pins back off */
 #define HPTE_VAL_SHIFT 12
 #define HPTE_FLAGS     ((1ULL << HPTE_VAL_SHIFT) - 1)
 
@@ -86,9 +164,9 @@ enum { FRAME_FREE = 0, FRAME_LIVE = 1 };
 #define FRAME_DIRTY    (1u << 1)
 
 struct sim_frame {
-	uint32_t ref;          /* mapcount + pins (atomic): freed at 0 */
-	uint32_t pins;         /* atomic */
-	uint32_t mapcount;     /* host PTEs pointing here; mm lock */
+	uint32_t ref;          /* mapcount + pins + speculative refs (atomic): freed at 0 */
+	uint32_t pins;         /* atomic; includes lock-free pins not yet confirmed */
+	uint32_t mapcount;     /* host PTEs pointing here (atomic) */
 	uint32_t next_pending; /* pending-free stack link (index + 1) */
 	uint8_t state;         /* FRAME_* (atomic) */
 	uint8_t flags;         /* FRAME_ACCESSED / FRAME_DIRTY (atomic) */
@@ -99,7 +177,10 @@ struct sim_vma {
 	unsigned flags;        /* GPAMM_SIM_* */
 	uint64_t nr_mapped;    /* pages not munmapped; mm lock */
 	uint64_t *ptes;
-	struct sim_vma *prev, *next; /* live list in address order, or graveyard */
+	pthread_rwlock_t lock; /* the VMA lock */
+	pthread_mutex_t *ptl;  /* one per host page-table page */
+	uint64_t nptl;
+	struct sim_vma *prev, *next; /* live list in address order, or graveyard; mm lock */
 };
 
 struct sim_notifier {
@@ -107,35 +188,84 @@ struct sim_notifier {
 	void *mn;
 };
 
+/*
+ * The counters every pin, put and fault-in touches are split over slots a
+ * cache line or more apart, one per thread (thread number modulo the slot
+ * count), as Linux keeps per-CPU counters: a single counter would be one
+ * line that every vCPU thread writes on every pin, and lock-free pins on
+ * different pages would contend on it. A slot can go below zero (a pin put
+ * by another thread than took it); only the sum means something. It is
+ * exact whenever no counted operation runs meanwhile; a sum caught in
+ * between that would be negative reads as 0.
+ */
+#define SIM_STAT_SLOTS 16
+struct sim_stat_slot {
+	int64_t pinned, frames_live, faults_in;
+	char pad[128 - 3 * sizeof(int64_t)]; /* 128: two slots never share a line */
+};
+
+/*
+ * Test hooks: places in get_page() and in the events that skip pinned
+ * pages where a test can stop a thread to force an interleaving. Not part
+ * of host.h; the tests that use them declare gpamm_sim_set_test_hook()
+ * themselves. With no hook set, each is one
+ * not-taken branch on a field of the host.
+ */
+enum sim_hook_point {
+	SIM_HOOK_GUP_READ,     /* lock-free: PTE read and usable, nothing taken yet */
+	SIM_HOOK_GUP_PINNED,   /* lock-free: reference and pin taken, PTE not read again yet */
+	SIM_HOOK_GUP_DEAD,     /* lock-free: the frame's count was zero; to the slow path */
+	SIM_HOOK_GUP_CHANGED,  /* lock-free: the PTE changed; pin given back; to the slow path */
+	SIM_HOOK_FAULT_LOCKED, /* slow path: VMA lock (read) and table-page lock held */
+	SIM_HOOK_EVENT_BUSY,   /* reclaim/migrate/merge: PTE marked BUSY, pins not read yet */
+};
+typedef void (*gpamm_sim_hook_fn)(void *arg, unsigned point, uint64_t hva);
+int gpamm_sim_set_test_hook(struct gpamm_host *h, gpamm_sim_hook_fn fn, void *arg);
+
+/* Apart on separate cache lines: fields written by different paths. */
+#define SIM_LINE_GAP(n) char gap##n[64]
+
 struct sim_host {
+	/* Read-mostly: all that the lock-free get_page() and put_page() read. */
 	struct gpamm_host h;
 	uint64_t page_size, page_mask;
 	unsigned unit_shift;   /* HVA directory granule and VMA alignment */
-	pthread_mutex_t mm_lock;
-
+	unsigned ptl_shift;    /* PTEs per table-page lock: 1 << ptl_shift */
 	uint8_t *arena;
 	uint64_t nframes;
 	struct sim_frame *frames;
-	uint32_t *freeq;       /* FIFO of free frame indices */
-	uint64_t freeq_head, freeq_count;
-	uint32_t pending;      /* lock-free stack of frames freed by put_page (index + 1) */
-
+	uint32_t *freeq;       /* FIFO of free frame indices; frame lock */
 	uint8_t *swap;
 	uint64_t nswap;
-	uint32_t *swap_free;   /* stack of free slots */
-	uint64_t swap_nfree;
-
+	uint32_t *swap_free;   /* stack of free slots; swap lock */
 	struct sim_vma ***dir; /* [top][leaf] -> VMA covering that HVA unit */
 	uint64_t ndir;
+	gpamm_sim_hook_fn hook;
+	void *hook_arg;
+	SIM_LINE_GAP(0);
+
+	/* The mm lock's. */
+	pthread_mutex_t mm_lock;
+	pthread_rwlock_t mn_lock;
 	uint64_t hva_next;
 	struct sim_vma *vma_head, *vma_tail;
 	struct sim_vma *graveyard;
-
 	unsigned nr_notifiers;
 	struct sim_notifier notifiers[SIM_MAX_NOTIFIERS];
+	SIM_LINE_GAP(1);
 
-	/* statistics, read lock-free */
-	uint64_t pinned, frames_live, stale, faults_in, swapped, events;
+	/* Every allocation's and free's. */
+	int frame_lock;        /* spin_lock() */
+	uint64_t freeq_head, freeq_count;
+	uint32_t pending;      /* lock-free stack of dead frames (index + 1) */
+	SIM_LINE_GAP(2);
+
+	int swap_lock;         /* spin_lock() */
+	uint64_t swap_nfree;
+	/* statistics, read lock-free; the hot ones split per thread */
+	uint64_t stale, swapped, events;
+	SIM_LINE_GAP(3);
+	struct sim_stat_slot slot[SIM_STAT_SLOTS];
 };
 
 static inline struct sim_host *to_sim(struct gpamm_host *h)
@@ -146,6 +276,82 @@ static inline struct sim_host *to_sim(struct gpamm_host *h)
 static inline void stat_add(uint64_t *c, int64_t v)
 {
 	__atomic_add_fetch(c, (uint64_t)v, __ATOMIC_RELAXED);
+}
+
+static _Thread_local unsigned sim_tslot = SIM_STAT_SLOTS; /* not chosen yet */
+static unsigned sim_tslot_next;
+
+/* This thread's slot of the split counters. */
+static inline struct sim_stat_slot *stat_slot(struct sim_host *s)
+{
+	if (unlikely(sim_tslot == SIM_STAT_SLOTS))
+		sim_tslot = __atomic_fetch_add(&sim_tslot_next, 1, __ATOMIC_RELAXED) % SIM_STAT_SLOTS;
+	return &s->slot[sim_tslot];
+}
+
+/* Atomic all the same: more threads than slots share one. */
+static inline void pstat_add(int64_t *c, int64_t v)
+{
+	__atomic_add_fetch(c, v, __ATOMIC_RELAXED);
+}
+
+static uint64_t pstat_sum(struct sim_host *s, size_t off)
+{
+	int64_t sum = 0;
+
+	for (unsigned k = 0; k < SIM_STAT_SLOTS; k++)
+		sum += __atomic_load_n((int64_t *)((char *)&s->slot[k] + off), __ATOMIC_RELAXED);
+	return sum < 0 ? 0 : (uint64_t)sum;
+}
+
+static inline void sim_hook(struct sim_host *s, enum sim_hook_point p, uint64_t hva)
+{
+	if (unlikely(s->hook))
+		s->hook(s->hook_arg, p, hva);
+}
+
+/*
+ * Table-page locks spin a little before they sleep: they are mostly held
+ * for a page copy, so a waiter is better off not paying a futex sleep and
+ * wake-up (but a copy-on-write break holds one across its notifiers, which
+ * may block: it must be able to sleep).
+ */
+static void mutex_init_short(pthread_mutex_t *m)
+{
+	pthread_mutexattr_t a;
+
+	pthread_mutexattr_init(&a);
+	pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ADAPTIVE_NP);
+	pthread_mutex_init(m, &a);
+	pthread_mutexattr_destroy(&a);
+}
+
+/*
+ * The frame and swap locks guard a few loads and stores and are never held
+ * across anything that blocks: every fault-in takes the frame lock, and a
+ * sleeping lock there made faults on two CPUs wait in futex calls for
+ * each other. A test-and-test-and-set lock that yields the CPU after a
+ * while, so a holder that was preempted gets to run.
+ */
+static void spin_lock(int *l)
+{
+	unsigned n = 0;
+
+	while (__atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE)) {
+		while (__atomic_load_n(l, __ATOMIC_RELAXED)) {
+			if (++n < 128) {
+				cpu_relax();
+			} else {
+				sched_yield();
+				n = 0;
+			}
+		}
+	}
+}
+
+static void spin_unlock(int *l)
+{
+	__atomic_store_n(l, 0, __ATOMIC_RELEASE);
 }
 
 /* ---- frames ------------------------------------------------------------- */
@@ -168,29 +374,25 @@ static inline uint64_t pfn_idx(struct sim_host *s, uint64_t pfn)
 	return idx < s->nframes ? idx : s->nframes;
 }
 
-/* Put a dead frame on the free FIFO, poisoned so a stale reader sees garbage. */
-static void frame_release_locked(struct sim_host *s, uint64_t idx)
+/* A dead frame reads as garbage to a stale reader (checking mode). */
+static void frame_poison(struct sim_host *s, uint64_t idx)
 {
 	if (s->h.checking)
 		memset(frame_ptr(s, idx), SIM_POISON, s->page_size);
+}
+
+/* Context: frame lock held. */
+static void freeq_push_locked(struct sim_host *s, uint64_t idx)
+{
 	s->freeq[(s->freeq_head + s->freeq_count) % s->nframes] = (uint32_t)idx;
 	s->freeq_count++;
 }
 
-/* Frames whose last reference was a pin dropped by put_page(). */
-static void drain_pending_locked(struct sim_host *s)
-{
-	uint32_t n = __atomic_exchange_n(&s->pending, 0, __ATOMIC_ACQUIRE);
-
-	while (n) {
-		uint64_t idx = n - 1;
-
-		n = s->frames[idx].next_pending;
-		frame_release_locked(s, idx);
-	}
-}
-
-/* Lock-free: queue a dead frame for the next mm-lock holder to free. */
+/*
+ * Dead frames wait on a lock-free stack (linked through next_pending) for
+ * the next allocation, which queues them on the FIFO under the frame lock:
+ * so a free, whether by an event, a fault or put_page(), never takes a lock.
+ */
 static void pending_push(struct sim_host *s, uint64_t idx)
 {
 	uint32_t head = __atomic_load_n(&s->pending, __ATOMIC_RELAXED);
@@ -203,10 +405,38 @@ static void pending_push(struct sim_host *s, uint64_t idx)
 }
 
 /*
- * Drop one reference; the last one kills the frame. State goes FREE before
- * the frame can be reused, so check_access() sees a dead frame as dead.
+ * Move the whole stack onto the FIFO, oldest death first. Under the frame
+ * lock, so that no allocation finds the FIFO empty while frames taken off
+ * the stack are on their way to it. Context: frame lock held.
  */
-static void frame_put_ref(struct sim_host *s, uint64_t idx, bool locked)
+static void pending_drain_locked(struct sim_host *s)
+{
+	uint32_t n, prev = 0;
+
+	/* Looked at first: an exchange would write the line every allocation. */
+	if (!__atomic_load_n(&s->pending, __ATOMIC_RELAXED))
+		return;
+	n = __atomic_exchange_n(&s->pending, 0, __ATOMIC_ACQUIRE);
+	while (n) {
+		uint32_t next = s->frames[n - 1].next_pending;
+
+		s->frames[n - 1].next_pending = prev;
+		prev = n;
+		n = next;
+	}
+	while (prev) {
+		freeq_push_locked(s, prev - 1);
+		prev = s->frames[prev - 1].next_pending;
+	}
+}
+
+/*
+ * Drop one reference; the last one kills the frame. State goes FREE before
+ * the frame can be reused, so check_access() sees a dead frame as dead, and
+ * it is poisoned at once (nobody can reach its bytes legitimately now).
+ * Context: any; takes no lock.
+ */
+static void frame_put_ref(struct sim_host *s, uint64_t idx)
 {
 	struct sim_frame *f = &s->frames[idx];
 	uint32_t old = __atomic_fetch_sub(&f->ref, 1, __ATOMIC_ACQ_REL);
@@ -215,54 +445,101 @@ static void frame_put_ref(struct sim_host *s, uint64_t idx, bool locked)
 	if (old != 1)
 		return;
 	__atomic_store_n(&f->state, FRAME_FREE, __ATOMIC_RELEASE);
-	stat_add(&s->frames_live, -1);
-	if (locked)
-		frame_release_locked(s, idx);
-	else
-		pending_push(s, idx);
+	pstat_add(&stat_slot(s)->frames_live, -1);
+	frame_poison(s, idx);
+	pending_push(s, idx);
 }
 
-/* A frame for new contents (the caller fills it), or -1 when the pool is empty. */
-static int64_t frame_alloc_locked(struct sim_host *s)
+/*
+ * A speculative reference, unless the frame is dead (count zero: free, or
+ * about to be). A frame is only ever brought from zero by its allocator.
+ * Acquire: the frame's state as of the reference is what we then read.
+ * Context: lock-free.
+ */
+static bool frame_try_get(struct sim_frame *f)
+{
+	uint32_t r = __atomic_load_n(&f->ref, __ATOMIC_RELAXED);
+
+	do {
+		if (!r)
+			return false;
+	} while (!__atomic_compare_exchange_n(&f->ref, &r, r + 1, true, __ATOMIC_ACQUIRE,
+					      __ATOMIC_RELAXED));
+	return true;
+}
+
+/*
+ * A frame for new contents (the caller fills it), or -1 when the pool is
+ * empty. Context: takes the frame lock; any thread.
+ */
+static int64_t frame_alloc(struct sim_host *s)
 {
 	struct sim_frame *f;
 	uint64_t idx;
 
-	/* Drained on every allocation so frames freed by puts get poisoned soon. */
-	drain_pending_locked(s);
-	if (!s->freeq_count)
+	spin_lock(&s->frame_lock);
+	pending_drain_locked(s);
+	if (!s->freeq_count) {
+		spin_unlock(&s->frame_lock);
 		return -1;
+	}
 	idx = s->freeq[s->freeq_head];
 	s->freeq_head = (s->freeq_head + 1) % s->nframes;
 	s->freeq_count--;
+	spin_unlock(&s->frame_lock);
+	/* Ours now: a dead frame has no reference a reader could hold. */
 	f = &s->frames[idx];
 	GPAMM_BUG_ON(__atomic_load_n(&f->ref, __ATOMIC_RELAXED) != 0);
-	f->mapcount = 0;
-	__atomic_store_n(&f->pins, 0, __ATOMIC_RELAXED);
+	GPAMM_BUG_ON(__atomic_load_n(&f->pins, __ATOMIC_RELAXED) != 0);
+	__atomic_store_n(&f->mapcount, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&f->flags, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&f->state, FRAME_LIVE, __ATOMIC_RELEASE);
-	stat_add(&s->frames_live, 1);
+	pstat_add(&stat_slot(s)->frames_live, 1);
 	return (int64_t)idx;
 }
 
-/* Free frames, counting those only a put_page() away from the free list. */
-static uint64_t frames_free_locked(struct sim_host *s)
+/*
+ * Free frames, counting those on the pending stack. Faults allocate
+ * concurrently, so this is a snapshot. Context: takes the frame lock.
+ */
+static uint64_t frames_free(struct sim_host *s)
 {
-	drain_pending_locked(s);
-	return s->freeq_count;
+	uint64_t n;
+
+	spin_lock(&s->frame_lock);
+	pending_drain_locked(s);
+	n = s->freeq_count;
+	spin_unlock(&s->frame_lock);
+	return n;
 }
 
-static void frame_map_locked(struct sim_host *s, uint64_t idx)
+/* Context: with the PTE that will map @idx locked (see the header). */
+static void frame_map(struct sim_host *s, uint64_t idx)
 {
-	s->frames[idx].mapcount++;
+	__atomic_add_fetch(&s->frames[idx].mapcount, 1, __ATOMIC_ACQ_REL);
 	__atomic_add_fetch(&s->frames[idx].ref, 1, __ATOMIC_RELAXED);
 }
 
-static void frame_unmap_locked(struct sim_host *s, uint64_t idx)
+/* Context: after the PTE that mapped @idx was changed, still locked. */
+static void frame_unmap(struct sim_host *s, uint64_t idx)
 {
-	GPAMM_BUG_ON(s->frames[idx].mapcount == 0);
-	s->frames[idx].mapcount--;
-	frame_put_ref(s, idx, true);
+	/* Release: a pin taken through that PTE is seen by whoever reads the drop. */
+	uint32_t old = __atomic_fetch_sub(&s->frames[idx].mapcount, 1, __ATOMIC_ACQ_REL);
+
+	GPAMM_BUG_ON(old == 0);
+	frame_put_ref(s, idx);
+}
+
+static inline uint32_t frame_mapcount(const struct sim_frame *f)
+{
+	return __atomic_load_n(&f->mapcount, __ATOMIC_ACQUIRE);
+}
+
+/* A pin under the locks: the frame is mapped by a PTE we hold locked. */
+static void frame_pin_locked(struct sim_frame *f)
+{
+	__atomic_add_fetch(&f->ref, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&f->pins, 1, __ATOMIC_SEQ_CST);
 }
 
 /* ---- swap ---------------------------------------------------------------- */
@@ -272,10 +549,41 @@ static inline void *swap_ptr(struct sim_host *s, uint64_t slot)
 	return s->swap + (slot << s->h.page_shift);
 }
 
-static void swap_slot_free_locked(struct sim_host *s, uint64_t slot)
+/* Context: takes the swap lock. */
+static void swap_slot_free(struct sim_host *s, uint64_t slot)
 {
+	spin_lock(&s->swap_lock);
 	s->swap_free[s->swap_nfree++] = (uint32_t)slot;
+	spin_unlock(&s->swap_lock);
 	stat_add(&s->swapped, -1);
+}
+
+/* A free slot, or -1. Context: takes the swap lock. */
+static int64_t swap_slot_alloc(struct sim_host *s)
+{
+	int64_t slot = -1;
+
+	spin_lock(&s->swap_lock);
+	if (s->swap_nfree)
+		slot = s->swap_free[--s->swap_nfree];
+	spin_unlock(&s->swap_lock);
+	if (slot >= 0)
+		stat_add(&s->swapped, 1);
+	return slot;
+}
+
+/*
+ * Free slots now. Only reclaim (under the mm lock) allocates slots, so for
+ * the mm lock holder this only grows. Context: takes the swap lock.
+ */
+static uint64_t swap_slots_free(struct sim_host *s)
+{
+	uint64_t n;
+
+	spin_lock(&s->swap_lock);
+	n = s->swap_nfree;
+	spin_unlock(&s->swap_lock);
+	return n;
 }
 
 /* ---- VMAs and host PTEs ----------------------------------------------------- */
@@ -285,9 +593,29 @@ static inline uint64_t hpte_load(const uint64_t *p)
 	return __atomic_load_n(p, __ATOMIC_ACQUIRE);
 }
 
+/* The lock-free pin's second read (see the header). */
+static inline uint64_t hpte_load_sc(const uint64_t *p)
+{
+	return __atomic_load_n(p, __ATOMIC_SEQ_CST);
+}
+
+/*
+ * PTE stores. A store that maps a frame where none was mapped, or changes
+ * only the bits of the same frame, is a release (the frame's bytes and
+ * counts are visible to whoever sees the PTE). A store that takes a frame
+ * away from a PTE, and the BUSY mark, are seq_cst: the BUSY mark is one
+ * side of the lock-free pin's store-buffering pattern, and the others keep
+ * a pin taken through the old PTE ordered before the mapcount drop that
+ * follows (see the header).
+ */
 static inline void hpte_store(uint64_t *p, uint64_t v)
 {
 	__atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
+
+static inline void hpte_store_sc(uint64_t *p, uint64_t v)
+{
+	__atomic_store_n(p, v, __ATOMIC_SEQ_CST);
 }
 
 static inline uint64_t vma_end(const struct sim_vma *v)
@@ -298,6 +626,12 @@ static inline uint64_t vma_end(const struct sim_vma *v)
 static inline uint64_t vma_hva(struct sim_host *s, const struct sim_vma *v, uint64_t i)
 {
 	return v->start + (i << s->h.page_shift);
+}
+
+/* The lock of the host page-table page holding PTE @i of @v. */
+static inline pthread_mutex_t *vma_ptl(struct sim_host *s, struct sim_vma *v, uint64_t i)
+{
+	return &v->ptl[i >> s->ptl_shift];
 }
 
 /* Lock-free: the VMA whose pages cover @hva, or NULL. */
@@ -318,7 +652,7 @@ static struct sim_vma *vma_lookup(struct sim_host *s, uint64_t hva)
 	return v;
 }
 
-/* Point the directory units of [start, end) at @v (NULL to clear). */
+/* Point the directory units of [start, end) at @v (NULL to clear). Context: mm lock. */
 static int dir_set_locked(struct sim_host *s, uint64_t start, uint64_t end, struct sim_vma *v)
 {
 	uint64_t u0 = (start - SIM_HVA_BASE) >> s->unit_shift;
@@ -342,9 +676,55 @@ static int dir_set_locked(struct sim_host *s, uint64_t start, uint64_t end, stru
 	return 0;
 }
 
+/* A VMA of @len bytes, all PTEs empty, locks ready; not yet published. */
+static struct sim_vma *vma_alloc(struct sim_host *s, uint64_t len, unsigned flags)
+{
+	struct sim_vma *v = calloc(1, sizeof(*v));
+	pthread_rwlockattr_t attr;
+	uint64_t k;
+
+	if (!v)
+		return NULL;
+	v->len = len;
+	v->npages = len >> s->h.page_shift;
+	v->flags = flags;
+	v->nr_mapped = v->npages;
+	v->nptl = ((v->npages - 1) >> s->ptl_shift) + 1;
+	v->ptes = calloc(v->npages, sizeof(*v->ptes));
+	v->ptl = malloc(v->nptl * sizeof(*v->ptl));
+	if (!v->ptes || !v->ptl) {
+		free(v->ptes);
+		free(v->ptl);
+		free(v);
+		return NULL;
+	}
+	pthread_rwlockattr_init(&attr);
+	/* Faults never take it twice, so writer preference cannot self-deadlock. */
+	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&v->lock, &attr);
+	pthread_rwlockattr_destroy(&attr);
+	for (k = 0; k < v->nptl; k++)
+		mutex_init_short(&v->ptl[k]);
+	return v;
+}
+
+static void vma_free(struct sim_vma *v)
+{
+	uint64_t k;
+
+	for (k = 0; k < v->nptl; k++)
+		pthread_mutex_destroy(&v->ptl[k]);
+	pthread_rwlock_destroy(&v->lock);
+	free(v->ptl);
+	free(v->ptes);
+	free(v);
+}
+
 /*
- * Take a fully unmapped VMA out of the directory. Its table is kept (all
- * holes) until destroy: a lock-free check_access() may still be reading it.
+ * Take a fully unmapped VMA out of the directory. Its table and locks are
+ * kept (all holes) until destroy: a lock-free get_page() or check_access()
+ * may still be reading it, and a fault may be waiting for its lock.
+ * Context: mm lock.
  */
 static void vma_retire_locked(struct sim_host *s, struct sim_vma *v)
 {
@@ -362,21 +742,42 @@ static void vma_retire_locked(struct sim_host *s, struct sim_vma *v)
 	s->graveyard = v;
 }
 
+/*
+ * Write-lock every VMA that meets [start, end), in address order (the list
+ * order), or unlock them again. Context: mm lock.
+ */
+static void vmas_lock_range(struct sim_host *s, uint64_t start, uint64_t end, bool lock)
+{
+	struct sim_vma *v;
+
+	for (v = s->vma_head; v && v->start < end; v = v->next) {
+		if (vma_end(v) <= start)
+			continue;
+		if (lock)
+			pthread_rwlock_wrlock(&v->lock);
+		else
+			pthread_rwlock_unlock(&v->lock);
+	}
+}
+
 static inline bool vma_may_write(const struct sim_vma *v, uint64_t pte)
 {
 	return !(v->flags & GPAMM_SIM_READONLY) && !(pte & HPTE_PROT_RO);
 }
 
-/* Make a page not present, freeing what backed it; protection bits stay. */
-static void pte_zap_locked(struct sim_host *s, uint64_t *ptep)
+/*
+ * Make a page not present, freeing what backed it; protection bits stay.
+ * Context: mm lock and the VMA's lock for write.
+ */
+static void pte_zap(struct sim_host *s, uint64_t *ptep)
 {
 	uint64_t pte = hpte_load(ptep);
 
-	hpte_store(ptep, pte & (HPTE_PROT_RO | HPTE_HOLE));
+	hpte_store_sc(ptep, pte & (HPTE_PROT_RO | HPTE_HOLE));
 	if (pte & HPTE_PRESENT)
-		frame_unmap_locked(s, hpte_val(pte));
+		frame_unmap(s, hpte_val(pte));
 	else if (pte & HPTE_SWAP)
-		swap_slot_free_locked(s, hpte_val(pte));
+		swap_slot_free(s, hpte_val(pte));
 }
 
 /* Range arguments of every event: page aligned, non-empty, no wrap. */
@@ -387,7 +788,9 @@ static bool range_ok(struct sim_host *s, uint64_t hva, uint64_t len)
 
 /*
  * madv_dontneed, mprotect: the whole range must be mapped. Guard gaps
- * between VMAs mean that is only possible inside one VMA.
+ * between VMAs mean that is only possible inside one VMA. Holes only
+ * appear under the mm lock, so the answer holds while it is held.
+ * Context: mm lock.
  */
 static struct sim_vma *range_vma_locked(struct sim_host *s, uint64_t hva, uint64_t len)
 {
@@ -405,7 +808,8 @@ static struct sim_vma *range_vma_locked(struct sim_host *s, uint64_t hva, uint64
 
 /* ---- notifiers ------------------------------------------------------------- */
 
-static void notify_start_locked(struct sim_host *s, uint64_t start, uint64_t end)
+/* Context: the mm lock or the notifier lock (read) held, across start and end. */
+static void notify_start(struct sim_host *s, uint64_t start, uint64_t end)
 {
 	unsigned i;
 
@@ -414,7 +818,7 @@ static void notify_start_locked(struct sim_host *s, uint64_t start, uint64_t end
 			s->notifiers[i].ops->invalidate_range_start(s->notifiers[i].mn, start, end);
 }
 
-static void notify_end_locked(struct sim_host *s, uint64_t start, uint64_t end)
+static void notify_end(struct sim_host *s, uint64_t start, uint64_t end)
 {
 	unsigned i;
 
@@ -428,29 +832,36 @@ static void notify_end_locked(struct sim_host *s, uint64_t start, uint64_t end)
 /*
  * Give the page a private copy. A frame no other PTE maps is simply reused;
  * otherwise the page moves to a copy, and a guest translation of the shared
- * frame must go first.
+ * frame must go first. A mapcount of 1 cannot grow meanwhile: only merge
+ * adds a mapping to a mapped frame, and only to one a page it holds locked
+ * maps, so not to a frame only our PTE maps.
+ * Context: the VMA's lock (read) and the page's table-page lock held; takes
+ * the notifier lock (read) for the invalidation.
  */
-static int cow_break_locked(struct sim_host *s, struct sim_vma *v, uint64_t i)
+static int cow_break(struct sim_host *s, struct sim_vma *v, uint64_t i)
 {
 	uint64_t *ptep = &v->ptes[i];
 	uint64_t pte = hpte_load(ptep);
 	uint64_t old = hpte_val(pte), hva = vma_hva(s, v, i);
 	int64_t idx;
 
-	if (s->frames[old].mapcount == 1) {
+	if (frame_mapcount(&s->frames[old]) == 1) {
 		hpte_store(ptep, (pte & ~HPTE_COW) | HPTE_WRITE);
 		return 0;
 	}
-	idx = frame_alloc_locked(s);
+	idx = frame_alloc(s);
 	if (idx < 0)
 		return -ENOMEM;
+	/* Shared frames are mapped copy-on-write everywhere: nobody writes it. */
 	memcpy(frame_ptr(s, (uint64_t)idx), frame_ptr(s, old), s->page_size);
-	notify_start_locked(s, hva, hva + s->page_size);
-	frame_map_locked(s, (uint64_t)idx);
-	hpte_store(ptep, ((uint64_t)idx << HPTE_VAL_SHIFT) | (pte & HPTE_PROT_RO) |
+	pthread_rwlock_rdlock(&s->mn_lock);
+	notify_start(s, hva, hva + s->page_size);
+	frame_map(s, (uint64_t)idx);
+	hpte_store_sc(ptep, ((uint64_t)idx << HPTE_VAL_SHIFT) | (pte & HPTE_PROT_RO) |
 			 HPTE_PRESENT | HPTE_WRITE);
-	frame_unmap_locked(s, old);
-	notify_end_locked(s, hva, hva + s->page_size);
+	frame_unmap(s, old);
+	notify_end(s, hva, hva + s->page_size);
+	pthread_rwlock_unlock(&s->mn_lock);
 	return 0;
 }
 
@@ -458,78 +869,144 @@ static int cow_break_locked(struct sim_host *s, struct sim_vma *v, uint64_t i)
  * Make page @i of @v present (zero-filled or swapped in) and, for @write,
  * exclusively writable. The caller checked the protection. A page that was
  * not present has no guest translation, so no notifier is needed for it.
+ * Context: the VMA's lock (read) and the page's table-page lock held.
  */
-static int fault_in_locked(struct sim_host *s, struct sim_vma *v, uint64_t i, bool write,
-			   bool *faulted)
+static int fault_in(struct sim_host *s, struct sim_vma *v, uint64_t i, bool write,
+		    bool *faulted)
 {
 	uint64_t *ptep = &v->ptes[i];
 	uint64_t pte = hpte_load(ptep);
 	int64_t idx;
 
+	/* BUSY lives only inside an event, which holds the VMA lock for write. */
+	GPAMM_BUG_ON(pte & HPTE_BUSY);
 	*faulted = false;
 	if (!(pte & HPTE_PRESENT)) {
-		idx = frame_alloc_locked(s);
+		idx = frame_alloc(s);
 		if (idx < 0)
 			return -ENOMEM;
 		if (pte & HPTE_SWAP) {
 			memcpy(frame_ptr(s, (uint64_t)idx), swap_ptr(s, hpte_val(pte)), s->page_size);
-			swap_slot_free_locked(s, hpte_val(pte));
+			swap_slot_free(s, hpte_val(pte));
 		} else {
 			memset(frame_ptr(s, (uint64_t)idx), 0, s->page_size);
 		}
-		frame_map_locked(s, (uint64_t)idx);
+		frame_map(s, (uint64_t)idx);
+		/* Filled before it is published: a lock-free reader sees the bytes. */
 		pte = ((uint64_t)idx << HPTE_VAL_SHIFT) | (pte & HPTE_PROT_RO) | HPTE_PRESENT |
 		      (vma_may_write(v, pte) ? HPTE_WRITE : 0);
 		hpte_store(ptep, pte);
 		*faulted = true;
 	}
 	if (write && (pte & HPTE_COW))
-		return cow_break_locked(s, v, i);
+		return cow_break(s, v, i);
 	return 0;
+}
+
+/* What get_page() reports for a pin on the page @pte maps. */
+static void page_out(struct sim_host *s, const struct sim_vma *v, uint64_t pte,
+		     struct gpamm_host_page *out)
+{
+	out->pfn = frame_pfn(hpte_val(pte));
+	out->flags = ((pte & HPTE_WRITE) ? GPAMM_HOST_PAGE_WRITABLE : 0) |
+		     ((v->flags & GPAMM_SIM_DEVICE) ? GPAMM_HOST_PAGE_UNCACHED : 0);
+	out->map_shift = s->h.page_shift;
+}
+
+/*
+ * The lock-free pin of a present page (steps 1-4 of the header comment).
+ * Return: true with the pin taken and *@out filled, or false with nothing
+ * held, when the page needs the slow path (or changed under us).
+ * Context: any thread; takes no lock, never blocks.
+ */
+static bool get_page_fast(struct sim_host *s, struct sim_vma *v, uint64_t i, bool write,
+			  struct gpamm_host_page *out)
+{
+	uint64_t *ptep = &v->ptes[i];
+	uint64_t pte = hpte_load(ptep), hva = vma_hva(s, v, i);
+	struct sim_frame *f;
+
+	if ((pte & (HPTE_PRESENT | HPTE_BUSY)) != HPTE_PRESENT)
+		return false;
+	/* WRITE is never set on a copy-on-write or protected page. */
+	if (write && !(pte & HPTE_WRITE))
+		return false;
+	sim_hook(s, SIM_HOOK_GUP_READ, hva);
+	f = &s->frames[hpte_val(pte)];
+	if (!frame_try_get(f)) {
+		sim_hook(s, SIM_HOOK_GUP_DEAD, hva);
+		return false;
+	}
+	/* Step 3 then step 4, both seq_cst: the store-buffering pair of an
+	 * event's BUSY store then pins read. */
+	__atomic_add_fetch(&f->pins, 1, __ATOMIC_SEQ_CST);
+	sim_hook(s, SIM_HOOK_GUP_PINNED, hva);
+	if (hpte_load_sc(ptep) != pte) {
+		__atomic_sub_fetch(&f->pins, 1, __ATOMIC_RELEASE);
+		frame_put_ref(s, hpte_val(pte));
+		sim_hook(s, SIM_HOOK_GUP_CHANGED, hva);
+		return false;
+	}
+	pstat_add(&stat_slot(s)->pinned, 1);
+	page_out(s, v, pte, out);
+	return true;
+}
+
+/*
+ * The slow path: fault the page in under the VMA lock (read) and its
+ * table-page lock, then pin it there. Context: may sleep.
+ */
+static int get_page_slow(struct sim_host *s, struct sim_vma *v, uint64_t i, bool write,
+			 struct gpamm_host_page *out)
+{
+	pthread_mutex_t *ptl = vma_ptl(s, v, i);
+	uint64_t pte;
+	bool faulted;
+	int ret = -EFAULT;
+
+	pthread_rwlock_rdlock(&v->lock);
+	pthread_mutex_lock(ptl);
+	sim_hook(s, SIM_HOOK_FAULT_LOCKED, vma_hva(s, v, i));
+	/* Holes and protection change only under the VMA lock for write. */
+	pte = hpte_load(&v->ptes[i]);
+	if ((pte & HPTE_HOLE) || (write && !vma_may_write(v, pte)))
+		goto out;
+	ret = fault_in(s, v, i, write, &faulted);
+	if (ret)
+		goto out;
+	if (faulted)
+		pstat_add(&stat_slot(s)->faults_in, 1);
+	/*
+	 * Flags are read here, under the lock, with the pin taken: what the
+	 * caller is told is what the host PTE says now (REFERENCE.md 7.12).
+	 */
+	pte = hpte_load(&v->ptes[i]);
+	frame_pin_locked(&s->frames[hpte_val(pte)]);
+	pstat_add(&stat_slot(s)->pinned, 1);
+	page_out(s, v, pte, out);
+out:
+	pthread_mutex_unlock(ptl);
+	pthread_rwlock_unlock(&v->lock);
+	return ret;
 }
 
 static int sim_get_page(struct gpamm_host *h, uint64_t hva, bool write,
 			struct gpamm_host_page *out)
 {
 	struct sim_host *s = to_sim(h);
-	struct sim_frame *f;
 	struct sim_vma *v;
-	uint64_t i, pte;
-	bool faulted;
-	int ret;
+	uint64_t i;
 
 	if (hva & s->page_mask)
 		return -EFAULT;
-	pthread_mutex_lock(&s->mm_lock);
+	/* Lock-free: a VMA is never freed before destroy. */
 	v = vma_lookup(s, hva);
-	ret = -EFAULT;
 	if (!v)
-		goto out;
+		return -EFAULT;
 	i = (hva - v->start) >> h->page_shift;
-	pte = hpte_load(&v->ptes[i]);
-	if ((pte & HPTE_HOLE) || (write && !vma_may_write(v, pte)))
-		goto out;
-	ret = fault_in_locked(s, v, i, write, &faulted);
-	if (ret)
-		goto out;
-	if (faulted)
-		stat_add(&s->faults_in, 1);
-	/*
-	 * Flags are read here, under the lock, with the pin taken: what the
-	 * caller is told is what the host PTE says now (REFERENCE.md 7.12).
-	 */
-	pte = hpte_load(&v->ptes[i]);
-	f = &s->frames[hpte_val(pte)];
-	__atomic_add_fetch(&f->pins, 1, __ATOMIC_RELAXED);
-	__atomic_add_fetch(&f->ref, 1, __ATOMIC_RELAXED);
-	stat_add(&s->pinned, 1);
-	out->pfn = frame_pfn(hpte_val(pte));
-	out->flags = ((pte & HPTE_WRITE) ? GPAMM_HOST_PAGE_WRITABLE : 0) |
-		     ((v->flags & GPAMM_SIM_DEVICE) ? GPAMM_HOST_PAGE_UNCACHED : 0);
-	out->map_shift = h->page_shift;
-out:
-	pthread_mutex_unlock(&s->mm_lock);
-	return ret;
+	if (get_page_fast(s, v, i, write, out))
+		return 0;
+	return get_page_slow(s, v, i, write, out);
 }
 
 static inline void frame_mark(struct sim_frame *f, bool accessed, bool dirty)
@@ -554,7 +1031,7 @@ static void sim_put_page(struct gpamm_host *h, uint64_t pfn, bool accessed, bool
 	frame_mark(f, accessed, dirty);
 	/*
 	 * Release: what the pin holder wrote to the page is visible to an
-	 * event that sees the pin gone and copies the page (cand_ok()).
+	 * event that sees the pin gone and copies the page (cands_isolate()).
 	 */
 	old = __atomic_fetch_sub(&f->pins, 1, __ATOMIC_RELEASE);
 	/* An unbalanced put would free a frame someone still maps. */
@@ -563,8 +1040,8 @@ static void sim_put_page(struct gpamm_host *h, uint64_t pfn, bool accessed, bool
 		__atomic_add_fetch(&f->pins, 1, __ATOMIC_RELAXED);
 		return;
 	}
-	stat_add(&s->pinned, -1);
-	frame_put_ref(s, idx, false);
+	pstat_add(&stat_slot(s)->pinned, -1);
+	frame_put_ref(s, idx);
 }
 
 static void sim_mark_page(struct gpamm_host *h, uint64_t pfn, bool accessed, bool dirty)
@@ -586,6 +1063,7 @@ static void *sim_page_ptr(struct gpamm_host *h, uint64_t pfn)
 	return idx == s->nframes ? NULL : frame_ptr(s, idx);
 }
 
+/* BUSY is invisible here: the page is still what the PTE maps. */
 static int sim_check_access(struct gpamm_host *h, uint64_t hva, uint64_t pfn, bool write)
 {
 	struct sim_host *s = to_sim(h);
@@ -609,6 +1087,8 @@ stale:
 
 /* ---- notifier registry, stats ------------------------------------------------ */
 
+/* Registry changes hold both the mm lock and the notifier lock (write):
+ * events read it under the first, copy-on-write breaks under the second. */
 static int sim_notifier_register(struct gpamm_host *h, const struct gpamm_mmu_notifier_ops *ops,
 				 void *mn)
 {
@@ -619,6 +1099,7 @@ static int sim_notifier_register(struct gpamm_host *h, const struct gpamm_mmu_no
 	if (!ops || !mn)
 		return -EINVAL;
 	pthread_mutex_lock(&s->mm_lock);
+	pthread_rwlock_wrlock(&s->mn_lock);
 	for (i = 0; i < s->nr_notifiers; i++)
 		if (s->notifiers[i].mn == mn)
 			ret = -EEXIST;
@@ -626,6 +1107,7 @@ static int sim_notifier_register(struct gpamm_host *h, const struct gpamm_mmu_no
 		ret = -ENOSPC;
 	if (!ret)
 		s->notifiers[s->nr_notifiers++] = (struct sim_notifier){ ops, mn };
+	pthread_rwlock_unlock(&s->mn_lock);
 	pthread_mutex_unlock(&s->mm_lock);
 	return ret;
 }
@@ -636,6 +1118,7 @@ static void sim_notifier_unregister(struct gpamm_host *h, void *mn)
 	unsigned i;
 
 	pthread_mutex_lock(&s->mm_lock);
+	pthread_rwlock_wrlock(&s->mn_lock);
 	for (i = 0; i < s->nr_notifiers; i++) {
 		if (s->notifiers[i].mn == mn) {
 			/* Keep registration order: events call notifiers in it. */
@@ -645,6 +1128,7 @@ static void sim_notifier_unregister(struct gpamm_host *h, void *mn)
 			break;
 		}
 	}
+	pthread_rwlock_unlock(&s->mn_lock);
 	pthread_mutex_unlock(&s->mm_lock);
 }
 
@@ -653,11 +1137,11 @@ static void sim_stats(struct gpamm_host *h, struct gpamm_host_stats *st)
 	struct sim_host *s = to_sim(h);
 
 	*st = (struct gpamm_host_stats){
-		.pinned = __atomic_load_n(&s->pinned, __ATOMIC_RELAXED),
-		.frames_live = __atomic_load_n(&s->frames_live, __ATOMIC_RELAXED),
+		.pinned = pstat_sum(s, offsetof(struct sim_stat_slot, pinned)),
+		.frames_live = pstat_sum(s, offsetof(struct sim_stat_slot, frames_live)),
 		.frames_total = s->nframes,
 		.stale_accesses = __atomic_load_n(&s->stale, __ATOMIC_RELAXED),
-		.faults_in = __atomic_load_n(&s->faults_in, __ATOMIC_RELAXED),
+		.faults_in = pstat_sum(s, offsetof(struct sim_stat_slot, faults_in)),
 		.swapped = __atomic_load_n(&s->swapped, __ATOMIC_RELAXED),
 		.events = __atomic_load_n(&s->events, __ATOMIC_RELAXED),
 	};
@@ -668,21 +1152,26 @@ static void vma_free_list(struct sim_vma *v)
 	while (v) {
 		struct sim_vma *next = v->next;
 
-		free(v->ptes);
-		free(v);
+		vma_free(v);
 		v = next;
 	}
 }
 
-/* The address space goes away under every MMU still registered (mm exit). */
+/*
+ * The address space goes away under every MMU still registered (mm exit).
+ * The notifier lock (write) keeps a copy-on-write break's invalidation
+ * from running into a release, as the mm lock keeps events out.
+ */
 static void sim_exit(struct gpamm_host *h)
 {
 	struct sim_host *s = to_sim(h);
 
 	pthread_mutex_lock(&s->mm_lock);
+	pthread_rwlock_wrlock(&s->mn_lock);
 	for (unsigned i = 0; i < s->nr_notifiers; i++)
 		if (s->notifiers[i].ops->release)
 			s->notifiers[i].ops->release(s->notifiers[i].mn);
+	pthread_rwlock_unlock(&s->mn_lock);
 	pthread_mutex_unlock(&s->mm_lock);
 }
 
@@ -705,6 +1194,7 @@ static void sim_destroy(struct gpamm_host *h)
 	free(s->freeq);
 	free(s->swap_free);
 	pthread_mutex_destroy(&s->mm_lock);
+	pthread_rwlock_destroy(&s->mn_lock);
 	free(s);
 }
 
@@ -726,6 +1216,24 @@ static const struct gpamm_host_ops sim_ops = {
 static struct sim_host *sim_of(struct gpamm_host *h)
 {
 	return h && h->ops == &sim_ops ? to_sim(h) : NULL;
+}
+
+/*
+ * gpamm_sim_set_test_hook() - for tests only (see enum sim_hook_point):
+ * call @fn (NULL: none) at each hook point a thread passes; it may block
+ * (an event's thread holds the mm lock and VMA locks there). Context:
+ * while no thread is inside get_page() or an event of @h.
+ * Return: 0, -EINVAL (not a sim host).
+ */
+int gpamm_sim_set_test_hook(struct gpamm_host *h, gpamm_sim_hook_fn fn, void *arg)
+{
+	struct sim_host *s = sim_of(h);
+
+	if (!s)
+		return -EINVAL;
+	s->hook_arg = arg;
+	s->hook = fn;
+	return 0;
 }
 
 /*
@@ -755,10 +1263,12 @@ struct gpamm_host *gpamm_host_sim_create(const struct gpamm_sim_config *cfg)
 	s->page_size = 1ULL << shift;
 	s->page_mask = s->page_size - 1;
 	s->unit_shift = 2 * shift - 3; /* the PMD span: huge-mappable alignment */
+	s->ptl_shift = shift - 3;      /* the PTEs of one table page: also the PMD span */
 	s->hva_next = SIM_HVA_BASE;
 	s->nframes = cfg->frames;
 	s->nswap = cfg->swap_pages;
 	pthread_mutex_init(&s->mm_lock, NULL);
+	pthread_rwlock_init(&s->mn_lock, NULL);
 
 	units = (SIM_HVA_LIMIT - SIM_HVA_BASE) >> s->unit_shift;
 	s->ndir = (units + SIM_LEAF_ENTRIES - 1) >> SIM_LEAF_BITS;
@@ -815,7 +1325,7 @@ static int sim_event_mmap(struct gpamm_host *h, uint64_t len, unsigned flags, ui
 
 	if (!s || !hva || !len || (len & s->page_mask) || (flags & ~SIM_MMAP_FLAGS))
 		return -EINVAL;
-	v = calloc(1, sizeof(*v));
+	v = vma_alloc(s, len, flags);
 	if (!v)
 		return -ENOMEM;
 	pthread_mutex_lock(&s->mm_lock);
@@ -825,17 +1335,15 @@ static int sim_event_mmap(struct gpamm_host *h, uint64_t len, unsigned flags, ui
 	if (len > SIM_HVA_LIMIT - start)
 		goto fail;
 	v->start = start;
-	v->len = len;
-	v->npages = len >> h->page_shift;
-	v->flags = flags;
-	v->nr_mapped = v->npages;
-	v->ptes = calloc(v->npages, sizeof(*v->ptes));
-	if (!v->ptes)
-		goto fail;
+	/* Published whole (locks ready, PTEs empty): lookups are lock-free. */
 	ret = dir_set_locked(s, start, end, v);
 	if (ret) {
 		dir_set_locked(s, start, end, NULL);
-		goto fail;
+		/* A lock-free lookup may have caught it meanwhile: kept as if retired. */
+		v->next = s->graveyard;
+		s->graveyard = v;
+		pthread_mutex_unlock(&s->mm_lock);
+		return ret;
 	}
 	v->prev = s->vma_tail;
 	if (s->vma_tail)
@@ -851,8 +1359,7 @@ static int sim_event_mmap(struct gpamm_host *h, uint64_t len, unsigned flags, ui
 	return 0;
 fail:
 	pthread_mutex_unlock(&s->mm_lock);
-	free(v->ptes);
-	free(v);
+	vma_free(v);
 	return ret;
 }
 
@@ -860,7 +1367,7 @@ fail:
  * gpamm_sim_munmap() - see host.h. Any page-aligned range; pages of it that
  * are not mapped are ignored (as munmap(2) does). Partial VMAs are fine.
  * Return: 0 or -EINVAL (bad range).
- * Context: takes the mm lock; notifiers per VMA met.
+ * Context: takes the mm lock and each VMA's lock (write); notifiers per VMA met.
  */
 static int sim_event_munmap(struct gpamm_host *h, uint64_t hva, uint64_t len)
 {
@@ -879,18 +1386,20 @@ static int sim_event_munmap(struct gpamm_host *h, uint64_t hva, uint64_t len)
 		next = v->next;
 		if (a >= b)
 			continue;
-		notify_start_locked(s, a, b);
+		pthread_rwlock_wrlock(&v->lock);
+		notify_start(s, a, b);
 		i1 = (b - v->start) >> h->page_shift;
 		for (i = (a - v->start) >> h->page_shift; i < i1; i++) {
 			uint64_t pte = hpte_load(&v->ptes[i]);
 
 			if (pte & HPTE_HOLE)
 				continue;
-			pte_zap_locked(s, &v->ptes[i]);
+			pte_zap(s, &v->ptes[i]);
 			hpte_store(&v->ptes[i], HPTE_HOLE);
 			v->nr_mapped--;
 		}
-		notify_end_locked(s, a, b);
+		notify_end(s, a, b);
+		pthread_rwlock_unlock(&v->lock);
 		if (!v->nr_mapped)
 			vma_retire_locked(s, v);
 	}
@@ -903,7 +1412,8 @@ static int sim_event_munmap(struct gpamm_host *h, uint64_t hva, uint64_t len)
  * gpamm_sim_madv_dontneed() - see host.h. Return: 0, -EINVAL (bad range, or
  * device memory, as Linux refuses for PFNMAP), -ENOMEM (part of the range is
  * not mapped; nothing done).
- * Context: takes the mm lock; notifier over the whole range.
+ * Context: takes the mm lock and the VMA's lock (write); notifier over the
+ * whole range.
  */
 static int sim_event_madv_dontneed(struct gpamm_host *h, uint64_t hva, uint64_t len)
 {
@@ -922,11 +1432,13 @@ static int sim_event_madv_dontneed(struct gpamm_host *h, uint64_t hva, uint64_t 
 		ret = -EINVAL;
 	if (ret)
 		goto out;
-	notify_start_locked(s, hva, hva + len);
+	pthread_rwlock_wrlock(&v->lock);
+	notify_start(s, hva, hva + len);
 	i = (hva - v->start) >> h->page_shift;
 	for (n = len >> h->page_shift; n; n--, i++)
-		pte_zap_locked(s, &v->ptes[i]);
-	notify_end_locked(s, hva, hva + len);
+		pte_zap(s, &v->ptes[i]);
+	notify_end(s, hva, hva + len);
+	pthread_rwlock_unlock(&v->lock);
 	stat_add(&s->events, 1);
 out:
 	pthread_mutex_unlock(&s->mm_lock);
@@ -939,7 +1451,8 @@ out:
  * copy-on-write). Return: 0, -EINVAL (bad range), -ENOMEM (part of the range
  * not mapped), -EACCES (writable asked of a READONLY mapping); nothing is
  * changed on error.
- * Context: takes the mm lock; notifier over the whole range either way.
+ * Context: takes the mm lock and the VMA's lock (write); notifier over the
+ * whole range either way.
  */
 static int sim_event_mprotect(struct gpamm_host *h, uint64_t hva, uint64_t len, bool writable)
 {
@@ -958,7 +1471,8 @@ static int sim_event_mprotect(struct gpamm_host *h, uint64_t hva, uint64_t len, 
 		ret = -EACCES;
 	if (ret)
 		goto out;
-	notify_start_locked(s, hva, hva + len);
+	pthread_rwlock_wrlock(&v->lock);
+	notify_start(s, hva, hva + len);
 	i = (hva - v->start) >> h->page_shift;
 	for (n = len >> h->page_shift; n; n--, i++) {
 		uint64_t pte = hpte_load(&v->ptes[i]);
@@ -971,7 +1485,8 @@ static int sim_event_mprotect(struct gpamm_host *h, uint64_t hva, uint64_t len, 
 			pte &= ~HPTE_PROT_RO;
 		hpte_store(&v->ptes[i], pte);
 	}
-	notify_end_locked(s, hva, hva + len);
+	notify_end(s, hva, hva + len);
+	pthread_rwlock_unlock(&v->lock);
 	stat_add(&s->events, 1);
 out:
 	pthread_mutex_unlock(&s->mm_lock);
@@ -980,9 +1495,17 @@ out:
 
 /* ---- page-picking events: reclaim, migrate, merge --------------------------- */
 
+/*
+ * Each takes the mm lock and the lock (write) of every VMA the range meets,
+ * so no fault or host access can run in them; lock-free pins still can,
+ * until cands_isolate() has marked the picked pages BUSY.
+ */
+
 struct sim_cand {
 	struct sim_vma *vma;
 	uint64_t i;
+	uint64_t pte;   /* the PTE as picked, without BUSY */
+	uint64_t frame; /* migrate: the new frame */
 	uint64_t hash;
 	uint64_t seq;
 };
@@ -997,22 +1520,27 @@ static bool cand_ok(struct sim_host *s, const struct sim_vma *v, uint64_t pte, e
 	if (!(pte & HPTE_PRESENT) || (v->flags & GPAMM_SIM_DEVICE))
 		return false;
 	f = &s->frames[hpte_val(pte)];
+	/* A first look only: cands_isolate() decides against lock-free pins. */
 	if (__atomic_load_n(&f->pins, __ATOMIC_ACQUIRE))
 		return false;
 	/* No reverse map: a shared frame can be merged into, not moved. */
-	return k == CAND_MERGEABLE || f->mapcount == 1;
+	return k == CAND_MERGEABLE || frame_mapcount(f) == 1;
+}
+
+static inline uint64_t *cand_ptep(const struct sim_cand *c)
+{
+	return &c->vma->ptes[c->i];
 }
 
 /*
  * Pick up to @max candidate pages of [hva, hva + len) in address order.
- * Pins can only drop while we hold the mm lock, so a page picked here stays
- * a valid candidate until the lock is released.
  * Return: the count, or -ENOMEM; *@found tells whether any page qualified
  * before @max cut the list short.
+ * Context: mm lock and the range's VMA locks (write).
  */
-static int64_t cands_collect_locked(struct sim_host *s, uint64_t hva, uint64_t len,
-				    enum cand_kind k, uint64_t max, struct sim_cand **out,
-				    bool *found)
+static int64_t cands_collect(struct sim_host *s, uint64_t hva, uint64_t len,
+			     enum cand_kind k, uint64_t max, struct sim_cand **out,
+			     bool *found)
 {
 	struct sim_cand *c = NULL, *nc;
 	uint64_t n = 0, cap = 0, end = hva + len;
@@ -1051,9 +1579,43 @@ done:
 	return (int64_t)n;
 }
 
-/* Invalidate (start) or end each run of address-contiguous candidates. */
-static void cands_notify_locked(struct sim_host *s, const struct sim_cand *c, uint64_t n,
-				bool start)
+/*
+ * Mark each candidate's PTE BUSY, then look at its frame's pins (both
+ * seq_cst, the event's side of the header's store-buffering argument);
+ * a page pinned meanwhile gets its PTE back and leaves the list. From here
+ * on no pin can reach a candidate's frame until its PTE is stored without
+ * BUSY. Return: the candidates left, in address order as before.
+ * Context: mm lock and the range's VMA locks (write).
+ */
+static uint64_t cands_isolate(struct sim_host *s, struct sim_cand *c, uint64_t n)
+{
+	uint64_t k, m = 0;
+
+	for (k = 0; k < n; k++) {
+		uint64_t *ptep = cand_ptep(&c[k]);
+		uint64_t pte = hpte_load(ptep);
+
+		hpte_store_sc(ptep, pte | HPTE_BUSY);
+		sim_hook(s, SIM_HOOK_EVENT_BUSY, vma_hva(s, c[k].vma, c[k].i));
+		if (__atomic_load_n(&s->frames[hpte_val(pte)].pins, __ATOMIC_SEQ_CST)) {
+			hpte_store(ptep, pte);
+			continue;
+		}
+		c[k].pte = pte;
+		c[m++] = c[k];
+	}
+	return m;
+}
+
+/* Candidates an event ends up not changing: their PTEs as they were. */
+static void cands_restore(const struct sim_cand *c, uint64_t n)
+{
+	for (uint64_t k = 0; k < n; k++)
+		hpte_store(cand_ptep(&c[k]), c[k].pte);
+}
+
+/* Invalidate (start) or end each run of address-contiguous candidates. Context: mm lock. */
+static void cands_notify(struct sim_host *s, const struct sim_cand *c, uint64_t n, bool start)
 {
 	uint64_t a = 0, b;
 
@@ -1061,11 +1623,11 @@ static void cands_notify_locked(struct sim_host *s, const struct sim_cand *c, ui
 		for (b = a + 1; b < n && c[b].vma == c[a].vma && c[b].i == c[b - 1].i + 1; b++)
 			;
 		if (start)
-			notify_start_locked(s, vma_hva(s, c[a].vma, c[a].i),
-					    vma_hva(s, c[b - 1].vma, c[b - 1].i) + s->page_size);
+			notify_start(s, vma_hva(s, c[a].vma, c[a].i),
+				     vma_hva(s, c[b - 1].vma, c[b - 1].i) + s->page_size);
 		else
-			notify_end_locked(s, vma_hva(s, c[a].vma, c[a].i),
-					  vma_hva(s, c[b - 1].vma, c[b - 1].i) + s->page_size);
+			notify_end(s, vma_hva(s, c[a].vma, c[a].i),
+				   vma_hva(s, c[b - 1].vma, c[b - 1].i) + s->page_size);
 		a = b;
 	}
 }
@@ -1073,16 +1635,17 @@ static void cands_notify_locked(struct sim_host *s, const struct sim_cand *c, ui
 /*
  * gpamm_sim_reclaim() - see host.h. Swaps out present, unpinned, unshared,
  * non-device pages in address order. Return: pages swapped (0 when none
- * qualified), -EINVAL (bad range), -ENOSPC (no swap configured, or pages
- * qualified but swap is full), -ENOMEM.
- * Context: takes the mm lock; notifier per run of reclaimed pages.
+ * qualified, or all that did were pinned meanwhile), -EINVAL (bad range),
+ * -ENOSPC (no swap configured, or pages qualified but swap is full), -ENOMEM.
+ * Context: takes the mm lock and the range's VMA locks (write); notifier
+ * per run of reclaimed pages.
  */
 static int64_t sim_event_reclaim(struct gpamm_host *h, uint64_t hva, uint64_t len, uint64_t max)
 {
 	struct sim_host *s = sim_of(h);
 	struct sim_cand *c = NULL;
+	uint64_t k, nfree;
 	int64_t n;
-	uint64_t k;
 	bool found;
 
 	if (!s || !range_ok(s, hva, len))
@@ -1092,28 +1655,38 @@ static int64_t sim_event_reclaim(struct gpamm_host *h, uint64_t hva, uint64_t le
 	if (!max)
 		return 0;
 	pthread_mutex_lock(&s->mm_lock);
-	if (max > s->swap_nfree)
-		max = s->swap_nfree;
-	n = cands_collect_locked(s, hva, len, CAND_PRIVATE, max, &c, &found);
+	vmas_lock_range(s, hva, hva + len, true);
+	/* Only reclaim takes slots, and we hold the mm lock: this many stay free. */
+	nfree = swap_slots_free(s);
+	if (max > nfree)
+		max = nfree;
+	n = cands_collect(s, hva, len, CAND_PRIVATE, max, &c, &found);
 	if (n == 0 && found)
 		n = -ENOSPC; /* only a full swap stops a qualifying page at 0 */
 	if (n <= 0)
 		goto out;
-	cands_notify_locked(s, c, (uint64_t)n, true);
+	n = (int64_t)cands_isolate(s, c, (uint64_t)n);
+	cands_notify(s, c, (uint64_t)n, true);
 	for (k = 0; k < (uint64_t)n; k++) {
-		uint64_t *ptep = &c[k].vma->ptes[c[k].i];
-		uint64_t pte = hpte_load(ptep);
-		uint64_t slot = s->swap_free[--s->swap_nfree];
+		uint64_t *ptep = cand_ptep(&c[k]);
+		uint64_t pte = c[k].pte;
+		int64_t slot = swap_slot_alloc(s);
 
-		memcpy(swap_ptr(s, slot), frame_ptr(s, hpte_val(pte)), s->page_size);
-		hpte_store(ptep, (slot << HPTE_VAL_SHIFT) | (pte & HPTE_PROT_RO) | HPTE_SWAP);
-		stat_add(&s->swapped, 1);
-		frame_unmap_locked(s, hpte_val(pte));
+		GPAMM_BUG_ON(slot < 0);
+		if (slot < 0) {
+			cands_restore(c + k, (uint64_t)n - k);
+			break;
+		}
+		memcpy(swap_ptr(s, (uint64_t)slot), frame_ptr(s, hpte_val(pte)), s->page_size);
+		hpte_store_sc(ptep, ((uint64_t)slot << HPTE_VAL_SHIFT) | (pte & HPTE_PROT_RO) | HPTE_SWAP);
+		frame_unmap(s, hpte_val(pte));
 	}
-	cands_notify_locked(s, c, (uint64_t)n, false);
+	cands_notify(s, c, (uint64_t)n, false);
+	n = (int64_t)k;
 out:
 	if (n >= 0)
 		stat_add(&s->events, 1);
+	vmas_lock_range(s, hva, hva + len, false);
 	pthread_mutex_unlock(&s->mm_lock);
 	free(c);
 	return n;
@@ -1122,50 +1695,63 @@ out:
 /*
  * gpamm_sim_migrate() - see host.h. Moves present, unpinned, unshared,
  * non-device pages to frames that were free longest; old frames are freed
- * (poisoned in checking mode). Return: pages moved (0 when none qualified),
- * -EINVAL, -ENOMEM (pages qualified but no frame was free, or bookkeeping).
- * Context: takes the mm lock; notifier per run of moved pages.
+ * (poisoned in checking mode). Return: pages moved (0 when none qualified,
+ * or all that did were pinned meanwhile), -EINVAL, -ENOMEM (pages qualified
+ * but no frame was free, or bookkeeping).
+ * Context: takes the mm lock and the range's VMA locks (write); notifier
+ * per run of moved pages.
  */
 static int64_t sim_event_migrate(struct gpamm_host *h, uint64_t hva, uint64_t len)
 {
 	struct sim_host *s = sim_of(h);
 	struct sim_cand *c = NULL;
-	int64_t n, moved = 0;
 	uint64_t k;
+	int64_t n;
 	bool found;
 
 	if (!s || !range_ok(s, hva, len))
 		return -EINVAL;
 	pthread_mutex_lock(&s->mm_lock);
-	n = cands_collect_locked(s, hva, len, CAND_PRIVATE, frames_free_locked(s), &c, &found);
+	vmas_lock_range(s, hva, hva + len, true);
+	n = cands_collect(s, hva, len, CAND_PRIVATE, frames_free(s), &c, &found);
 	if (n == 0 && found)
 		n = -ENOMEM;
 	if (n <= 0)
 		goto out;
-	cands_notify_locked(s, c, (uint64_t)n, true);
+	n = (int64_t)cands_isolate(s, c, (uint64_t)n);
+	/* Prepare: every new frame first. Faults elsewhere may have taken
+	 * some of those counted free; the pages left over stay put. */
 	for (k = 0; k < (uint64_t)n; k++) {
-		uint64_t *ptep = &c[k].vma->ptes[c[k].i];
-		uint64_t pte = hpte_load(ptep), old = hpte_val(pte);
-		int64_t idx = frame_alloc_locked(s);
+		int64_t idx = frame_alloc(s);
 
-		/* Counted above under the lock, which every allocation takes. */
-		GPAMM_BUG_ON(idx < 0);
 		if (idx < 0)
 			break;
-		moved++;
-		memcpy(frame_ptr(s, (uint64_t)idx), frame_ptr(s, old), s->page_size);
+		c[k].frame = (uint64_t)idx;
+	}
+	if (k < (uint64_t)n) {
+		cands_restore(c + k, (uint64_t)n - k);
+		n = k ? (int64_t)k : -ENOMEM;
+		if (n < 0)
+			goto out;
+	}
+	/* Commit. */
+	cands_notify(s, c, (uint64_t)n, true);
+	for (k = 0; k < (uint64_t)n; k++) {
+		uint64_t pte = c[k].pte, old = hpte_val(pte), idx = c[k].frame;
+
+		memcpy(frame_ptr(s, idx), frame_ptr(s, old), s->page_size);
 		__atomic_store_n(&s->frames[idx].flags,
 				 __atomic_load_n(&s->frames[old].flags, __ATOMIC_RELAXED),
 				 __ATOMIC_RELAXED);
-		frame_map_locked(s, (uint64_t)idx);
-		hpte_store(ptep, ((uint64_t)idx << HPTE_VAL_SHIFT) | (pte & HPTE_FLAGS));
-		frame_unmap_locked(s, old);
+		frame_map(s, idx);
+		hpte_store_sc(cand_ptep(&c[k]), (idx << HPTE_VAL_SHIFT) | (pte & HPTE_FLAGS));
+		frame_unmap(s, old);
 	}
-	cands_notify_locked(s, c, (uint64_t)n, false);
-	n = moved;
+	cands_notify(s, c, (uint64_t)n, false);
 out:
 	if (n >= 0)
 		stat_add(&s->events, 1);
+	vmas_lock_range(s, hva, hva + len, false);
 	pthread_mutex_unlock(&s->mm_lock);
 	free(c);
 	return n;
@@ -1197,33 +1783,34 @@ static int cand_cmp_seq(const void *a, const void *b)
 	return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-/* Point page @m at @keeper's frame, read-only copy-on-write. */
-static void merge_into_locked(struct sim_host *s, const struct sim_cand *m, uint64_t keeper)
+/* Point page @m at @keeper's frame, read-only copy-on-write; still BUSY. */
+static void merge_into(struct sim_host *s, const struct sim_cand *m, uint64_t keeper)
 {
-	uint64_t *ptep = &m->vma->ptes[m->i];
+	uint64_t *ptep = cand_ptep(m);
 	uint64_t pte = hpte_load(ptep), old = hpte_val(pte);
 
-	frame_map_locked(s, keeper);
-	hpte_store(ptep, (keeper << HPTE_VAL_SHIFT) | (pte & HPTE_PROT_RO) | HPTE_PRESENT |
-			 HPTE_COW);
-	frame_unmap_locked(s, old);
+	frame_map(s, keeper);
+	hpte_store_sc(ptep, (keeper << HPTE_VAL_SHIFT) | (pte & HPTE_PROT_RO) | HPTE_PRESENT |
+			 HPTE_COW | HPTE_BUSY);
+	frame_unmap(s, old);
 }
 
-static void make_cow_locked(const struct sim_cand *m)
+static void make_cow(const struct sim_cand *m)
 {
-	uint64_t *ptep = &m->vma->ptes[m->i];
+	uint64_t *ptep = cand_ptep(m);
 
 	hpte_store(ptep, (hpte_load(ptep) | HPTE_COW) & ~HPTE_WRITE);
 }
 
 /*
  * gpamm_sim_merge() - see host.h. Like KSM: candidates (present, unpinned,
- * non-device pages) are write-protected first (notifier), then compared, so
- * no guest write can slip in between compare and merge. In each set of
- * identical pages the lowest address keeps its frame, every page of the set
- * maps it copy-on-write, and the others' frames are dropped. Return: pages
- * that changed frame, -EINVAL, -ENOMEM.
- * Context: takes the mm lock; notifier per run of candidate pages.
+ * non-device pages) are write-protected first (BUSY, then the notifier), then
+ * compared, so no guest write can slip in between compare and merge. In each
+ * set of identical pages the lowest address keeps its frame, every page of
+ * the set maps it copy-on-write, and the others' frames are dropped.
+ * Return: pages that changed frame, -EINVAL, -ENOMEM.
+ * Context: takes the mm lock and the range's VMA locks (write); notifier
+ * per run of candidate pages.
  */
 static int64_t sim_event_merge(struct gpamm_host *h, uint64_t hva, uint64_t len)
 {
@@ -1236,13 +1823,14 @@ static int64_t sim_event_merge(struct gpamm_host *h, uint64_t hva, uint64_t len)
 	if (!s || !range_ok(s, hva, len))
 		return -EINVAL;
 	pthread_mutex_lock(&s->mm_lock);
-	n = cands_collect_locked(s, hva, len, CAND_MERGEABLE, UINT64_MAX, &c, &found);
+	vmas_lock_range(s, hva, hva + len, true);
+	n = cands_collect(s, hva, len, CAND_MERGEABLE, UINT64_MAX, &c, &found);
 	if (n <= 0)
 		goto out;
-	cands_notify_locked(s, c, (uint64_t)n, true);
+	n = (int64_t)cands_isolate(s, c, (uint64_t)n);
+	cands_notify(s, c, (uint64_t)n, true);
 	for (k = 0; k < (uint64_t)n; k++)
-		c[k].hash = page_hash(frame_ptr(s, hpte_val(hpte_load(&c[k].vma->ptes[c[k].i]))),
-				      s->page_size);
+		c[k].hash = page_hash(frame_ptr(s, hpte_val(c[k].pte)), s->page_size);
 	qsort(c, (uint64_t)n, sizeof(*c), cand_cmp_hash);
 	for (a = 0; a < (uint64_t)n; a = b) {
 		for (b = a + 1; b < (uint64_t)n && c[b].hash == c[a].hash; b++)
@@ -1253,31 +1841,35 @@ static int64_t sim_event_merge(struct gpamm_host *h, uint64_t hva, uint64_t len)
 		 * because the sort keeps address order within a hash.
 		 */
 		for (k = a + 1; k < b; k++) {
-			uint64_t pk = hpte_val(hpte_load(&c[k].vma->ptes[c[k].i]));
+			uint64_t pk = hpte_val(hpte_load(cand_ptep(&c[k])));
 			uint64_t j;
 
 			for (j = a; j < k; j++) {
-				uint64_t pj = hpte_val(hpte_load(&c[j].vma->ptes[c[j].i]));
+				uint64_t pj = hpte_val(hpte_load(cand_ptep(&c[j])));
 
 				if (pj != pk && memcmp(frame_ptr(s, pj), frame_ptr(s, pk),
 						       s->page_size))
 					continue;
 				if (pj != pk) {
-					merge_into_locked(s, &c[k], pj);
+					merge_into(s, &c[k], pj);
 					merged++;
 				}
-				make_cow_locked(&c[j]);
-				make_cow_locked(&c[k]);
+				make_cow(&c[j]);
+				make_cow(&c[k]);
 				break;
 			}
 		}
 	}
 	qsort(c, (uint64_t)n, sizeof(*c), cand_cmp_seq);
-	cands_notify_locked(s, c, (uint64_t)n, false);
+	/* Done with them: lock-free pins may come back (read-only where merged). */
+	for (k = 0; k < (uint64_t)n; k++)
+		hpte_store(cand_ptep(&c[k]), hpte_load(cand_ptep(&c[k])) & ~HPTE_BUSY);
+	cands_notify(s, c, (uint64_t)n, false);
 	n = (int64_t)merged;
 out:
 	if (n >= 0)
 		stat_add(&s->events, 1);
+	vmas_lock_range(s, hva, hva + len, false);
 	pthread_mutex_unlock(&s->mm_lock);
 	free(c);
 	return n;
@@ -1290,6 +1882,8 @@ out:
  * page is checked first, so a bad range changes nothing; a write faults
  * pages in and breaks copy-on-write like a guest write would. Reading a
  * page never touched reads zeros without allocating (Linux's zero page).
+ * Context: the VMA's lock (read) for the whole access, so its holes and
+ * protection hold still; each page's table-page lock while it is copied.
  */
 static int sim_access(struct gpamm_host *h, uint64_t hva, void *rbuf, const void *wbuf,
 		      uint64_t len, bool write)
@@ -1304,12 +1898,10 @@ static int sim_access(struct gpamm_host *h, uint64_t hva, void *rbuf, const void
 		return -EINVAL;
 	if (!len)
 		return 0;
-	pthread_mutex_lock(&s->mm_lock);
 	v = vma_lookup(s, hva);
-	if (!v || hva + len > vma_end(v)) {
-		ret = -EFAULT;
-		goto out;
-	}
+	if (!v || hva + len > vma_end(v))
+		return -EFAULT;
+	pthread_rwlock_rdlock(&v->lock);
 	for (p = hva & ~s->page_mask; p < hva + len; p += s->page_size) {
 		pte = hpte_load(&v->ptes[(p - v->start) >> h->page_shift]);
 		if ((pte & HPTE_HOLE) || (write && !vma_may_write(v, pte))) {
@@ -1318,19 +1910,26 @@ static int sim_access(struct gpamm_host *h, uint64_t hva, void *rbuf, const void
 		}
 	}
 	for (p = hva; p < hva + len; p += n) {
+		pthread_mutex_t *ptl;
+
 		i = (p - v->start) >> h->page_shift;
 		off = p & s->page_mask;
 		n = s->page_size - off;
 		if (n > hva + len - p)
 			n = hva + len - p;
+		ptl = vma_ptl(s, v, i);
+		pthread_mutex_lock(ptl);
 		pte = hpte_load(&v->ptes[i]);
 		if (!write && !(pte & (HPTE_PRESENT | HPTE_SWAP))) {
+			pthread_mutex_unlock(ptl);
 			memset((uint8_t *)rbuf + (p - hva), 0, n);
 			continue;
 		}
-		ret = fault_in_locked(s, v, i, write, &faulted);
-		if (ret)
+		ret = fault_in(s, v, i, write, &faulted);
+		if (ret) {
+			pthread_mutex_unlock(ptl);
 			goto out;
+		}
 		pte = hpte_load(&v->ptes[i]);
 		if (write) {
 			memcpy((uint8_t *)frame_ptr(s, hpte_val(pte)) + off,
@@ -1340,9 +1939,10 @@ static int sim_access(struct gpamm_host *h, uint64_t hva, void *rbuf, const void
 			memcpy((uint8_t *)rbuf + (p - hva),
 			       (uint8_t *)frame_ptr(s, hpte_val(pte)) + off, n);
 		}
+		pthread_mutex_unlock(ptl);
 	}
 out:
-	pthread_mutex_unlock(&s->mm_lock);
+	pthread_rwlock_unlock(&v->lock);
 	return ret;
 }
 
@@ -1350,7 +1950,7 @@ out:
  * gpamm_sim_read() - see host.h. Return: 0, -EINVAL (NULL buffer or
  * wrapping range), -EFAULT (a byte not mapped),
  * -ENOMEM (no frame to swap a page in).
- * Context: takes the mm lock.
+ * Context: takes the VMA's lock (read) and table-page locks.
  */
 static int sim_event_read(struct gpamm_host *h, uint64_t hva, void *buf, uint64_t len)
 {
@@ -1361,7 +1961,8 @@ static int sim_event_read(struct gpamm_host *h, uint64_t hva, void *buf, uint64_
  * gpamm_sim_write() - see host.h. Return: 0, -EFAULT (a byte not mapped or
  * not writable; nothing written), -ENOMEM (no frame; bytes of earlier
  * pages may have been written).
- * Context: takes the mm lock; notifier on a copy-on-write break.
+ * Context: takes the VMA's lock (read) and table-page locks; notifier on a
+ * copy-on-write break.
  */
 static int sim_event_write(struct gpamm_host *h, uint64_t hva, const void *buf, uint64_t len)
 {
@@ -1412,11 +2013,11 @@ static int sim_event_test_young(struct gpamm_host *h, uint64_t hva, uint64_t len
 }
 
 /*
- * The calls as the API has them. Each takes the mm lock; called from guest
- * code it first leaves guest mode, as the exit a real guest would take to
- * reach the host (guestcall.h). Otherwise its own event's remote flush, or
- * another thread's event that holds the mm lock while its flush waits,
- * would wait for this very vCPU.
+ * The calls as the API has them. Each takes host locks (the mm lock, or a
+ * VMA's lock); called from guest code it first leaves guest mode, as the
+ * exit a real guest would take to reach the host (guestcall.h). Otherwise
+ * its own event's remote flush, or another thread's event that holds those
+ * locks while its flush waits, would wait for this very vCPU.
  */
 #define SIM_EVENT_CALL(ret, name, params, args)                               \
 	ret gpamm_sim_##name params                                           \

@@ -11,7 +11,8 @@
  * put_page(). The parking host also keeps the MMU notifier registered on
  * it, so a test can hold an invalidation open (start without end) while
  * faults run: something the sim host, which does start, change and end
- * under its mm lock, never lets a fault see.
+ * with the range excluded from faults (its mm, VMA and page-table locks),
+ * never lets a fault see.
  *
  * A trap is armed for one place and one key (the page-aligned HVA of a host
  * call, the GPA of a pause point, or PARK_ANY) and catches the (skip + 1)th
