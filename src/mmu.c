@@ -275,13 +275,15 @@ static void rcu_tables_free(struct rcu_head *head)
 
 	gpamm_pgt_free_deferred(t->pgt, &t->fl);
 	free(t);
+	gpamm_rcu_wait_end();
 }
 
 /*
  * Free the tables in @fl, which were unlinked and covered by a remote
  * flush: after an RCU grace period, since the lock-free walkers (the
  * emulated hardware walker, the refill, the prefetch descent) may still be
- * inside one; they are RCU readers. The VM waits for the callbacks before
+ * inside one; they are RCU readers (guest mode is one read-side section,
+ * vcpu.c). The VM waits for the callbacks before
  * its pool goes (gpamm_vm_destroy: urcu_bp_barrier). Context: no lock, not
  * in a read-side section (the fallback waits for a grace period).
  */
@@ -297,7 +299,9 @@ static void mmu_free_tables(struct gpamm_vm *vm, struct gpamm_pgt_freelist *fl)
 	}
 	t = malloc(sizeof(*t));
 	if (!t) {
+		gpamm_rcu_wait_begin();
 		urcu_bp_synchronize_rcu();
+		gpamm_rcu_wait_end();
 		gpamm_pgt_free_deferred(&vm->pgt, fl);
 		return;
 	}
@@ -305,6 +309,7 @@ static void mmu_free_tables(struct gpamm_vm *vm, struct gpamm_pgt_freelist *fl)
 	t->fl = *fl;
 	fl->head = NULL;
 	fl->nr = 0;
+	gpamm_rcu_wait_begin(); /* ended by the callback */
 	urcu_bp_call_rcu(&t->head, rcu_tables_free);
 }
 

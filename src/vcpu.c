@@ -42,9 +42,26 @@ static inline void vstat_inc(uint64_t *c)
 
 static void vcpu_service_requests(struct gpamm_vcpu *v);
 
+/*
+ * Guest mode is one RCU read-side section: the emulated walker's refill,
+ * the workload loops' inline refill and their one-ahead prefetch descent
+ * all run in guest mode, so a table freed through call_rcu is never freed
+ * under them, at no cost per walk. The section is left at every exit and
+ * for a moment at each access while a grace period waits (REQ_RCU_QS,
+ * raised by gpamm_rcu_wait_begin(), served as a TLB flush request is).
+ */
+/* Grace periods waited for now: while any, vCPUs pass quiescent states. */
+static _Atomic unsigned rcu_waiters;
+
 static void vcpu_enter_guest(struct gpamm_vcpu *v)
 {
+	if (!v->rcu_held) {
+		urcu_bp_read_lock();
+		v->rcu_held = true;
+	}
 	atomic_store(&v->mode, IN_GUEST_MODE);
+	if (atomic_load(&rcu_waiters)) /* one flip of a grace period may follow */
+		atomic_fetch_or(&v->requests, REQ_RCU_QS);
 	if (atomic_load(&v->requests) & REQ_TLB_FLUSH) {
 		gpamm_tlb_flush_all(&v->tlb);
 		atomic_fetch_and(&v->requests, ~REQ_TLB_FLUSH);
@@ -63,6 +80,28 @@ static void vcpu_enter_guest(struct gpamm_vcpu *v)
 static void vcpu_leave_guest(struct gpamm_vcpu *v)
 {
 	atomic_store_explicit(&v->mode, OUTSIDE_GUEST_MODE, memory_order_release);
+	if (v->rcu_held) {
+		v->rcu_held = false;
+		urcu_bp_read_unlock();
+	}
+}
+
+
+static void rcu_kick_one(struct gpamm_vcpu *v)
+{
+	atomic_fetch_or(&v->requests, REQ_RCU_QS);
+}
+
+void gpamm_rcu_wait_begin(void)
+{
+	/* the count first: a vCPU clears its bit, then looks at the count */
+	atomic_fetch_add(&rcu_waiters, 1);
+	gpamm_vms_for_each_vcpu(rcu_kick_one);
+}
+
+void gpamm_rcu_wait_end(void)
+{
+	atomic_fetch_sub(&rcu_waiters, 1);
 }
 
 /* ---- TLB shootdown --------------------------------------------------------- */
@@ -179,6 +218,16 @@ static void vcpu_service_requests(struct gpamm_vcpu *v)
 {
 	uint32_t r = atomic_load(&v->requests);
 
+	if (r & REQ_RCU_QS) {
+		atomic_fetch_and(&v->requests, ~REQ_RCU_QS);
+		if (v->rcu_held) { /* a quiescent state: the next section is a new one */
+			urcu_bp_read_unlock();
+			urcu_bp_read_lock();
+		}
+		/* another one at the next access while a grace period still waits */
+		if (atomic_load(&rcu_waiters))
+			atomic_fetch_or(&v->requests, REQ_RCU_QS);
+	}
 	if (r & REQ_TLB_FLUSH) {
 		gpamm_tlb_flush_all(&v->tlb);
 		atomic_fetch_and(&v->requests, ~REQ_TLB_FLUSH);
@@ -207,22 +256,19 @@ static ALWAYS_INLINE gpamm_pte_t *hw_descend(const struct gpamm_vm *vm, uint64_t
 }
 
 /*
- * The refill's walk: an RCU reader for its duration, as every lock-free
- * walker of the tables (the prefetch descent, wl_refill): a table a range
- * operation unlinks is freed only after a grace period (mmu.c). A function
- * of its own: the miss path's code stays small.
+ * The refill's walk, in guest mode and so inside the vCPU's RCU read-side
+ * section, as every lock-free walker of the tables (the prefetch descent,
+ * wl_refill): a table a range operation unlinks is freed only after a
+ * grace period (mmu.c). A function of its own: the miss path's code stays
+ * small.
  */
 static bool hw_walk(struct gpamm_vcpu *v, uint64_t gpa, bool write, gpamm_pte_t pair[2],
 		    unsigned *levelp)
 {
 	struct gpamm_vm *vm = v->vm;
-	bool ok;
-
-	urcu_bp_read_lock();
-	ok = la_walk_pair(vm->pgt.root, vm->layout, vm->geom.gpa_bits, vm->flags & GPAMM_VM_PTW,
-			  gpa, write, pair, levelp);
-	urcu_bp_read_unlock();
-	return ok;
+	/* in guest mode: inside the vCPU's RCU read-side section */
+	return la_walk_pair(vm->pgt.root, vm->layout, vm->geom.gpa_bits, vm->flags & GPAMM_VM_PTW,
+			    gpa, write, pair, levelp);
 }
 
 /*
@@ -549,9 +595,7 @@ static ALWAYS_INLINE void wl_prefetch(const struct gpamm_vcpu *v, uint64_t gpa)
 
 	__builtin_prefetch(t->tag[tlb_pos(t, gpa).set]);
 	if (likely(v->fast_refill && !(gpa >> v->vm->geom.gpa_bits))) {
-		urcu_bp_read_lock(); /* a walker (hw_walk) */
-		ptep = hw_descend(v->vm, gpa, false, &e, &level);
-		urcu_bp_read_unlock();
+		ptep = hw_descend(v->vm, gpa, false, &e, &level); /* in guest mode: RCU reader */
 		if (!level)
 			__builtin_prefetch(ptep); /* a prefetch of a freed table is harmless */
 	}
@@ -622,14 +666,10 @@ static ALWAYS_INLINE uint8_t *wl_refill(struct gpamm_vcpu *v, struct front *f, u
 		return NULL;
 	if (way >= 0)
 		slot = (unsigned)way;
-	urcu_bp_read_lock(); /* a walker (hw_walk) */
-	ptep = hw_descend(vm, gpa, false, &e, &level);
-	if (unlikely(level)) {
-		urcu_bp_read_unlock();
+	ptep = hw_descend(vm, gpa, false, &e, &level); /* in guest mode: RCU reader */
+	if (unlikely(level))
 		return NULL;
-	}
 	la_ldpte_pair(ptep, pair);
-	urcu_bp_read_unlock();
 	/* The position again rather than kept across the walk (see above),
 	 * and each value used as soon as it is made: in this order the fill
 	 * needs no spill. Scalars, not pair[h], so the pair stays in registers. */

@@ -21,6 +21,7 @@ enum vcpu_mode { OUTSIDE_GUEST_MODE = 0, IN_GUEST_MODE = 1 };
 #define REQ_TLB_FLUSH (1u << 0) /* remote flush: drop everything */
 #define REQ_EXIT      (1u << 1) /* kick: exit to the VMM */
 #define REQ_RING_FULL (1u << 2) /* own dirty ring is soft-full: exit */
+#define REQ_RCU_QS    (1u << 3) /* a grace period waits: leave the read-side section a moment */
 
 /* A vCPU's dirty ring: the vCPU pushes, the VMM harvests and resets. */
 struct dirty_ring {
@@ -39,6 +40,7 @@ struct gpamm_vcpu {
 	bool checking;
 	bool fast_refill; /* the workload loops may refill inline (wl_refill) */
 	_Atomic uint32_t mode;
+	bool rcu_held;     /* in guest mode: inside an RCU read-side section */
 	_Atomic uint32_t requests;
 	struct tlb tlb;
 	_Atomic int running;
@@ -75,6 +77,18 @@ void gpamm_vcpu_queue_gpa_flush(struct gpamm_vcpu *vcpu, uint64_t gpa);
 /* The shootdown: returns when no vCPU of @vm can use a translation removed
  * before the call. Context: VMM/MMU side, any thread not in guest mode. */
 void gpamm_flush_remote_tlbs(struct gpamm_vm *vm);
+
+/*
+ * A grace period is waited for (synchronize_rcu) or asked for (call_rcu):
+ * between begin and end, every vCPU of every VM in guest mode, which is
+ * one RCU read-side section, passes a quiescent state at each access (a
+ * grace period of liburcu needs two from a long reader). For call_rcu, the
+ * callback calls the end. Context: any thread, not in a read-side section.
+ */
+void gpamm_rcu_wait_begin(void);
+void gpamm_rcu_wait_end(void);
+/* vm.c: the VMs of the process, for the kick above */
+void gpamm_vms_for_each_vcpu(void (*fn)(struct gpamm_vcpu *v));
 
 /* dirty.c */
 int gpamm_dirty_ring_alloc(struct gpamm_vcpu *vcpu);

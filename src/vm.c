@@ -17,6 +17,19 @@
 
 _Atomic uint64_t gpamm_live_vms, gpamm_live_vcpus, gpamm_live_tpools, gpamm_live_threads;
 
+/* Every VM of the process, for gpamm_rcu_wait_begin() (RCU is process-wide). */
+static pthread_mutex_t all_vms_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct gpamm_vm *all_vms;
+
+void gpamm_vms_for_each_vcpu(void (*fn)(struct gpamm_vcpu *v))
+{
+	pthread_mutex_lock(&all_vms_lock);
+	for (struct gpamm_vm *vm = all_vms; vm; vm = vm->next_vm)
+		for (unsigned i = 0; i < atomic_load(&vm->nr_vcpus); i++)
+			fn(vm->vcpus[i]);
+	pthread_mutex_unlock(&all_vms_lock);
+}
+
 int gpamm_vm_create(const struct gpamm_vm_config *cfg, struct gpamm_vm **out)
 {
 	unsigned ps, levels, maxv;
@@ -65,6 +78,10 @@ int gpamm_vm_create(const struct gpamm_vm_config *cfg, struct gpamm_vm **out)
 		goto err_slots;
 	/* the host lives while the VM does, whatever order they go in */
 	gpamm_host_hold(vm->host);
+	pthread_mutex_lock(&all_vms_lock);
+	vm->next_vm = all_vms;
+	all_vms = vm;
+	pthread_mutex_unlock(&all_vms_lock);
 	atomic_fetch_add(&gpamm_live_vms, 1);
 	*out = vm;
 	return 0;
@@ -109,6 +126,13 @@ int gpamm_vm_destroy(struct gpamm_vm *vm)
 		}
 	}
 	pthread_mutex_unlock(&vm->vcpus_lock);
+	pthread_mutex_lock(&all_vms_lock);
+	for (struct gpamm_vm **pp = &all_vms; *pp; pp = &(*pp)->next_vm)
+		if (*pp == vm) {
+			*pp = vm->next_vm;
+			break;
+		}
+	pthread_mutex_unlock(&all_vms_lock);
 	gpamm_mmu_notifier_detach(vm);
 	/* No vCPU runs any more, so no TLB can hold a translation. */
 	for (unsigned i = 0; i < atomic_load(&vm->nr_vcpus); i++)

@@ -38,6 +38,7 @@ struct gpamm_vm {
 	struct gpamm_memslots *slots_locked;  /* the same set, for readers holding mmu_lock */
 	struct gpamm_memslot **by_id;        /* under slots_lock */
 
+	struct gpamm_vm *next_vm;   /* the process's VMs (vm.c) */
 	pthread_mutex_t vcpus_lock;
 	unsigned max_vcpus;
 	struct gpamm_vcpu **vcpus;
