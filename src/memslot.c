@@ -17,7 +17,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <urcu/urcu-bp.h>
 
 #include "vm.h"
 
@@ -211,7 +210,7 @@ static void commit(struct gpamm_vm *vm, struct gpamm_memslot *remove, struct gpa
 	mmu_write_unlock(&vm->mmu_lock);
 	atomic_store_explicit(&vm->slots, next, memory_order_release);
 	gpamm_rcu_wait_begin(); /* vCPUs in guest mode pass quiescent states meanwhile */
-	urcu_bp_synchronize_rcu(); /* every fault that could see @old has finished */
+	gpamm_rcu_synchronize(); /* every fault that could see @old has finished */
 	gpamm_rcu_wait_end();
 	set_apply(old, remove, add, ps);
 }

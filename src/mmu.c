@@ -11,7 +11,6 @@
 #include <errno.h>
 #include <sched.h>
 #include <stdlib.h>
-#include <urcu/urcu-bp.h>
 #include <urcu/compiler.h>
 
 #include "memcache.h"
@@ -150,15 +149,15 @@ static enum fault_result fault_slow(struct gpamm_vcpu *vcpu, uint64_t gpa, bool 
 	unsigned tries;
 	int r;
 
-	urcu_bp_read_lock();
+	gpamm_rcu_read_lock();
 	for (;;) {
 		slot = gpamm_vcpu_memslot_lookup(vcpu, slots_deref(vm), gfn, true);
 		if (!slot || !(slot->flags & GPAMM_MEMSLOT_INVALID))
 			break;
 		/* A delete or move of this slot is under way: let it finish. */
-		urcu_bp_read_unlock();
+		gpamm_rcu_read_unlock();
 		sched_yield();
-		urcu_bp_read_lock();
+		gpamm_rcu_read_lock();
 	}
 	slot_writable = slot && !(slot->flags & GPAMM_MEM_READONLY);
 	if (!slot || (write && !slot_writable)) {
@@ -239,7 +238,7 @@ memfault:
 	vcpu->run.memory_fault.error = r;
 	res = FAULT_MEMORY;
 out_rcu:
-	urcu_bp_read_unlock();
+	gpamm_rcu_read_unlock();
 	return res;
 }
 
@@ -273,9 +272,11 @@ static void rcu_tables_free(struct rcu_head *head)
 {
 	struct rcu_tables *t = caa_container_of(head, struct rcu_tables, head);
 
+	gpamm_rcu_callback_begin();
 	gpamm_pgt_free_deferred(t->pgt, &t->fl);
 	free(t);
 	gpamm_rcu_wait_end();
+	gpamm_rcu_callback_end();
 }
 
 /*
@@ -284,7 +285,7 @@ static void rcu_tables_free(struct rcu_head *head)
  * emulated hardware walker, the refill, the prefetch descent) may still be
  * inside one; they are RCU readers (guest mode is one read-side section,
  * vcpu.c). The VM waits for the callbacks before
- * its pool goes (gpamm_vm_destroy: urcu_bp_barrier). Context: no lock, not
+ * its pool goes (gpamm_vm_destroy: gpamm_rcu_barrier). Context: no lock, not
  * in a read-side section (the fallback waits for a grace period).
  */
 static void mmu_free_tables(struct gpamm_vm *vm, struct gpamm_pgt_freelist *fl)
@@ -300,7 +301,7 @@ static void mmu_free_tables(struct gpamm_vm *vm, struct gpamm_pgt_freelist *fl)
 	t = malloc(sizeof(*t));
 	if (!t) {
 		gpamm_rcu_wait_begin();
-		urcu_bp_synchronize_rcu();
+		gpamm_rcu_synchronize();
 		gpamm_rcu_wait_end();
 		gpamm_pgt_free_deferred(&vm->pgt, fl);
 		return;
@@ -310,7 +311,7 @@ static void mmu_free_tables(struct gpamm_vm *vm, struct gpamm_pgt_freelist *fl)
 	fl->head = NULL;
 	fl->nr = 0;
 	gpamm_rcu_wait_begin(); /* ended by the callback */
-	urcu_bp_call_rcu(&t->head, rcu_tables_free);
+	gpamm_rcu_call(&t->head, rcu_tables_free);
 }
 
 /* ---- range operations for memslot changes ------------------------------- */

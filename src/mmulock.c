@@ -33,13 +33,11 @@ int mmu_rwlock_init(struct mmu_rwlock *l, unsigned max_readers, bool serial)
 	atomic_init(&l->nr_readers, 0);
 	l->max_readers = max_readers;
 	l->serial = serial;
-	pthread_mutex_init(&l->wmutex, NULL);
 	return 0;
 }
 
 void mmu_rwlock_destroy(struct mmu_rwlock *l)
 {
-	pthread_mutex_destroy(&l->wmutex);
 	free(l->readers);
 	l->readers = NULL;
 }
@@ -57,10 +55,20 @@ int mmu_rwlock_add_reader(struct mmu_rwlock *l)
 
 void mmu_write_lock(struct mmu_rwlock *l)
 {
-	unsigned n;
+	unsigned n, wspins = 0, zero = 0;
 
-	pthread_mutex_lock(&l->wmutex);
-	atomic_store_explicit(&l->writer, 1, memory_order_seq_cst);
+	/*
+	 * One compare-and-exchange both excludes other writers and raises the
+	 * flag readers look at: uncontended, a write lock costs about what a
+	 * read lock does, so the serialised mode measures the serialisation
+	 * and not a dearer lock.
+	 */
+	while (!atomic_compare_exchange_weak_explicit(&l->writer, &zero, 1, memory_order_seq_cst,
+						      memory_order_relaxed)) {
+		zero = 0;
+		while (atomic_load_explicit(&l->writer, memory_order_relaxed))
+			wait_step(&wspins);
+	}
 	/*
 	 * Every slot that can be in use: a vCPU's slot exists before the vCPU
 	 * can fault, and its creation is ordered before this load by the
@@ -79,7 +87,6 @@ void mmu_write_lock(struct mmu_rwlock *l)
 void mmu_write_unlock(struct mmu_rwlock *l)
 {
 	atomic_store_explicit(&l->writer, 0, memory_order_release);
-	pthread_mutex_unlock(&l->wmutex);
 }
 
 void mmu_read_lock_wait(struct mmu_rwlock *l, struct mmu_reader *r)

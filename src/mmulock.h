@@ -5,8 +5,9 @@
  * vCPUs taking the read lock never write the same line: a read lock is a
  * store and a full fence on the vCPU's own slot, then a look at the writer
  * flag. A writer (the notifier, dirty-log and aging calls, memslot
- * flushes, anything that rewrites or frees ranges) takes the writer mutex,
- * raises the writer flag, then waits until every reader slot is clear.
+ * flushes, anything that rewrites or frees ranges) raises the writer flag
+ * with a compare-and-exchange (which also keeps other writers out: they
+ * spin, then yield), then waits until every reader slot is clear.
  *
  * The store-fence-load on each side is Dekker's handshake: of a reader
  * that set its slot and a writer that set its flag, at least one sees the
@@ -22,7 +23,6 @@
 #ifndef GPAMM_MMULOCK_H
 #define GPAMM_MMULOCK_H
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 
@@ -32,14 +32,14 @@ struct mmu_reader {
 	_Atomic unsigned active;
 } __attribute__((aligned(64)));
 
+/* The writer flag, polled by every fault, has a cache line of its own. */
 struct mmu_rwlock {
-	_Atomic unsigned writer;        /* a writer holds the lock or waits for readers */
+	_Atomic unsigned writer __attribute__((aligned(64))); /* 1: a writer holds the lock or waits for readers */
 	bool serial;                    /* every read lock is a write lock */
-	pthread_mutex_t wmutex;         /* writers, one at a time */
 	_Atomic unsigned nr_readers;    /* slots handed out */
 	unsigned max_readers;
 	struct mmu_reader *readers;     /* max_readers slots */
-};
+} __attribute__((aligned(64)));
 
 /* Return: 0, -ENOMEM. */
 int mmu_rwlock_init(struct mmu_rwlock *l, unsigned max_readers, bool serial);

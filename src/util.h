@@ -10,6 +10,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#if defined(__SANITIZE_THREAD__)
+#define GPAMM_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define GPAMM_TSAN 1
+#endif
+#endif
+
 #if defined(__SANITIZE_ADDRESS__)
 #define GPAMM_ASAN 1
 #elif defined(__has_feature)

@@ -22,13 +22,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <urcu/urcu-bp.h>
 
 #include "arch/loongarch/walker.h"
 #include "vm.h"
 
 #ifdef GPAMM_ASAN
 #include <sanitizer/common_interface_defs.h>
+#endif
+#ifdef GPAMM_TSAN
+#include <sanitizer/tsan_interface.h>
 #endif
 
 #define DEFAULT_GUEST_STACK (256u << 10)
@@ -56,7 +58,7 @@ static _Atomic unsigned rcu_waiters;
 static void vcpu_enter_guest(struct gpamm_vcpu *v)
 {
 	if (!v->rcu_held) {
-		urcu_bp_read_lock();
+		gpamm_rcu_read_lock();
 		v->rcu_held = true;
 	}
 	atomic_store(&v->mode, IN_GUEST_MODE);
@@ -82,7 +84,7 @@ static void vcpu_leave_guest(struct gpamm_vcpu *v)
 	atomic_store_explicit(&v->mode, OUTSIDE_GUEST_MODE, memory_order_release);
 	if (v->rcu_held) {
 		v->rcu_held = false;
-		urcu_bp_read_unlock();
+		gpamm_rcu_read_unlock();
 	}
 }
 
@@ -159,8 +161,18 @@ void gpamm_vm_flush_remote_tlbs(struct gpamm_vm *vm)
 
 /* ---- switching between the VMM's stack and the guest's ------------------ */
 
+/*
+ * The sanitizers are told about each switch: ASan of the stack it moves
+ * to (fake stacks, stack bounds), TSan of the fiber, so that the guest's
+ * accesses are attributed to a context of their own which the switches
+ * order with the VMM thread that runs it (one thread in effect).
+ */
 static void switch_to_guest(struct gpamm_vcpu *v)
 {
+#ifdef GPAMM_TSAN
+	v->tsan_host_fiber = __tsan_get_current_fiber();
+	__tsan_switch_to_fiber(v->tsan_fiber, 0);
+#endif
 #ifdef GPAMM_ASAN
 	void *fake = NULL;
 	__sanitizer_start_switch_fiber(&fake, v->stack, v->stack_size);
@@ -179,6 +191,9 @@ static __thread size_t host_stack_size;
 /* From guest code: back to gpamm_vcpu_run(); returns when run again. */
 static void switch_to_host(struct gpamm_vcpu *v, bool final)
 {
+#ifdef GPAMM_TSAN
+	__tsan_switch_to_fiber(v->tsan_host_fiber, 0);
+#endif
 #ifdef GPAMM_ASAN
 	void *fake = NULL;
 	__sanitizer_start_switch_fiber(final ? NULL : &fake, host_stack_bottom, host_stack_size);
@@ -221,8 +236,8 @@ static void vcpu_service_requests(struct gpamm_vcpu *v)
 	if (r & REQ_RCU_QS) {
 		atomic_fetch_and(&v->requests, ~REQ_RCU_QS);
 		if (v->rcu_held) { /* a quiescent state: the next section is a new one */
-			urcu_bp_read_unlock();
-			urcu_bp_read_lock();
+			gpamm_rcu_read_unlock();
+			gpamm_rcu_read_lock();
 		}
 		/* another one at the next access while a grace period still waits */
 		if (atomic_load(&rcu_waiters))
@@ -300,12 +315,12 @@ static uint64_t expected_hva(struct gpamm_vm *vm, uint64_t gpa)
 	struct gpamm_memslot *s;
 	uint64_t hva = ~0ULL;
 
-	urcu_bp_read_lock();
+	gpamm_rcu_read_lock();
 	s = gpamm_memslot_lookup(atomic_load_explicit(&vm->slots, memory_order_consume),
 				 gpa >> ps, true);
 	if (s)
 		hva = memslot_gfn_to_hva(s, gpa >> ps, ps);
-	urcu_bp_read_unlock();
+	gpamm_rcu_read_unlock();
 	return hva;
 }
 
@@ -324,9 +339,9 @@ static uint8_t *check_stale(struct gpamm_vcpu *v, uint8_t *p, uint64_t gpa, uint
 	bool legal = true;
 
 	if (hit) {
-		urcu_bp_read_lock();
+		gpamm_rcu_read_lock();
 		legal = gpamm_memslot_hva_legal(vm, gpa, hva);
-		urcu_bp_read_unlock();
+		gpamm_rcu_read_unlock();
 		if (!legal)
 			atomic_fetch_add_explicit(&vm->st_stale_slot, 1, memory_order_relaxed);
 	}
@@ -964,8 +979,18 @@ out:
 	return ret;
 }
 
+static void vcpu_tsan_fiber_drop(struct gpamm_vcpu *v)
+{
+#ifdef GPAMM_TSAN
+	if (v->tsan_fiber)
+		__tsan_destroy_fiber(v->tsan_fiber);
+#endif
+	v->tsan_fiber = NULL;
+}
+
 static void vcpu_free_stack(struct gpamm_vcpu *v)
 {
+	vcpu_tsan_fiber_drop(v);
 	if (v->stack)
 		munmap((uint8_t *)v->stack - 4096, v->stack_size + 4096);
 	v->stack = NULL;
@@ -1077,6 +1102,10 @@ int gpamm_vcpu_run(struct gpamm_vcpu *v)
 		v->guest_uc.uc_link = NULL;
 		makecontext(&v->guest_uc, (void (*)(void))guest_trampoline, 2,
 			    (unsigned)(p >> 32), (unsigned)(p & 0xffffffffu));
+		vcpu_tsan_fiber_drop(v); /* a finished guest's */
+#ifdef GPAMM_TSAN
+		v->tsan_fiber = __tsan_create_fiber(0);
+#endif
 		v->gstate = GUEST_RUNNING;
 	}
 	outer = thread_guest;

@@ -10,10 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <urcu/urcu-bp.h>
 
 #include "arch/loongarch/walker.h"
 #include "vm.h"
+
+#ifdef GPAMM_TSAN
+char gpamm_rcu_tsan_sync; /* rcu.h: the one object grace periods order through */
+#endif
 
 _Atomic uint64_t gpamm_live_vms, gpamm_live_vcpus, gpamm_live_tpools, gpamm_live_threads;
 
@@ -44,9 +47,11 @@ int gpamm_vm_create(const struct gpamm_vm_config *cfg, struct gpamm_vm **out)
 	if (maxv > GPAMM_MAX_VCPUS || (cfg->flags & ~(GPAMM_VM_PTW | GPAMM_VM_SERIAL_FAULTS)) ||
 	    cfg->host->page_shift != ps)
 		return -EINVAL;
-	vm = calloc(1, sizeof(*vm));
+	/* cache-line aligned: mmu_lock's writer flag has a line of its own */
+	vm = aligned_alloc(64, (sizeof(*vm) + 63) & ~(size_t)63);
 	if (!vm)
 		return -ENOMEM;
+	memset(vm, 0, sizeof(*vm));
 	r = gpamm_geom_init(&vm->geom, ps, levels);
 	if (r)
 		goto err_free;
@@ -143,7 +148,7 @@ int gpamm_vm_destroy(struct gpamm_vm *vm)
 	mmu_write_unlock(&vm->mmu_lock);
 	gpamm_pgt_free_deferred(&vm->pgt, &fl);
 	/* tables unlinked earlier wait for a grace period: let them go first */
-	urcu_bp_barrier();
+	gpamm_rcu_barrier();
 	gpamm_pgt_destroy(&vm->pgt);
 	gpamm_memslots_destroy(vm);
 	leaked = gpamm_tpool_destroy(vm->tpool);
@@ -176,9 +181,9 @@ void gpamm_vm_stats(struct gpamm_vm *vm, struct gpamm_vm_stats *st)
 	memset(st, 0, sizeof(*st));
 	st->table_pages = gpamm_pgt_live_tables(&vm->pgt);
 	st->remote_flushes = atomic_load(&vm->st_remote_flushes);
-	urcu_bp_read_lock();
+	gpamm_rcu_read_lock();
 	st->slots = atomic_load_explicit(&vm->slots, memory_order_acquire)->nr;
-	urcu_bp_read_unlock();
+	gpamm_rcu_read_unlock();
 	st->vcpus = n;
 	st->threads = atomic_load(&gpamm_live_threads);
 	for (unsigned i = 0; i < n; i++) {
@@ -220,13 +225,13 @@ int gpamm_vm_translate(struct gpamm_vm *vm, uint64_t gpa, gpamm_pte_t *pte, unsi
 	 * Lock-free, as the hardware walker: an RCU reader, so a table that a
 	 * range operation unlinks meanwhile stays until the walk is done.
 	 */
-	urcu_bp_read_lock();
+	gpamm_rcu_read_lock();
 	ptep = la_walk_descend(vm->pgt.root, vm->layout, gpa, false, &e, &lv);
 	if (unlikely(vm->pause_fn != NULL))
 		vm->pause_fn(vm->pause_arg, GPAMM_PAUSE_WALK, NULL, gpa);
 	if (!lv)
 		e = pte_read_acquire(ptep);
-	urcu_bp_read_unlock();
+	gpamm_rcu_read_unlock();
 	if (!gpamm_pte_present(e))
 		return -ENOENT;
 	if (pte)

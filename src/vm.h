@@ -14,6 +14,7 @@
 #include "gpamm/pgtable.h"
 #include "memslot.h"
 #include "mmulock.h"
+#include "rcu.h"
 #include "util.h"
 #include "vcpu.h"
 

@@ -14,7 +14,6 @@
 #include "kernels_vm.h"
 #include "vm.h" /* the memslot lookup is measured directly (src/memslot.h) */
 
-#include <urcu/urcu-bp.h>
 
 /* The workload's seed when it is given none (src/vcpu.c), so both sides agree. */
 #define WL_DEFAULT_SEED 0x9e3779b97f4a7c15ULL
@@ -146,10 +145,10 @@ uint64_t bk_memslot_lookups(struct gpamm_vm *vm, const uint64_t *gfns, uint64_t 
 	struct gpamm_memslots *set;
 	uint64_t found = 0;
 
-	urcu_bp_read_lock();
+	gpamm_rcu_read_lock();
 	set = atomic_load_explicit(&vm->slots, memory_order_acquire);
 	for (uint64_t k = 0; k < n; k++)
 		found += gpamm_memslot_lookup(set, gfns[k], false) != NULL;
-	urcu_bp_read_unlock();
+	gpamm_rcu_read_unlock();
 	return found;
 }

@@ -225,6 +225,25 @@ double bench_phase_mean_ns(const struct bench_run *r, int idx)
 	return sum / r->nsamples[idx];
 }
 
+double bench_phase_median_ns(const struct bench_run *r, int idx)
+{
+	double v[BENCH_MAX_ITERS];
+	unsigned n = 0;
+
+	if (idx < 0 || !r->has[idx] || !r->nsamples[idx])
+		return NAN;
+	for (unsigned k = 0; k < r->nsamples[idx] && n < BENCH_MAX_ITERS; k++)
+		v[n++] = r->ns[idx][k];
+	return median(v, (int)n);
+}
+
+double bench_phase_median_per_page(const struct bench_run *r, int idx)
+{
+	if (idx < 0)
+		return NAN;
+	return per_page(r, &r->suite->phases[idx], bench_phase_median_ns(r, idx));
+}
+
 double bench_phase_per_page(const struct bench_run *r, int idx)
 {
 	if (idx < 0)

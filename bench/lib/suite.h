@@ -190,6 +190,9 @@ void bench_count_record(struct bench_run *r, const char *key, unsigned iter, uin
 double bench_phase_mean_ns(const struct bench_run *r, int idx);
 /* Mean per page, by the phase's normalisation (NAN when absent). */
 double bench_phase_per_page(const struct bench_run *r, int idx);
+/* The same from the median of the iterations (robust on a shared machine). */
+double bench_phase_median_ns(const struct bench_run *r, int idx);
+double bench_phase_median_per_page(const struct bench_run *r, int idx);
 /* BENCH_NORM_OP: the operations each sample of phase @key did. */
 void bench_phase_ops(struct bench_run *r, const char *key, uint64_t ops);
 /* "ns per page", "ns per page per vCPU", "ns per op": what per_page figures are. */
