@@ -253,13 +253,15 @@ bool gpamm_dirty_ring_soft_full(const struct gpamm_vcpu *vcpu)
 struct gpamm_dirty_gfn *gpamm_vcpu_dirty_ring(struct gpamm_vcpu *vcpu, uint32_t *entries)
 {
 	if (entries)
-		*entries = vcpu->ring.size;
-	return vcpu->ring.gfns;
+		*entries = vcpu ? vcpu->ring.size : 0;
+	return vcpu ? vcpu->ring.gfns : NULL;
 }
 
 /*
  * Reset one ring: entries the VMM marked RESET, in order, until the first
- * one not marked. Consecutive entries of the same slot within one 64-page
+ * one not marked or the first one the vCPU has not pushed (a RESET flag
+ * the VMM set on an entry never handed to it is ignored: counting it would
+ * move the reset index past the push index and wedge the ring). Consecutive entries of the same slot within one 64-page
  * group are protected with one masked mkclean. Context: slots_lock,
  * dirty_lock and MMU lock held.
  */
@@ -268,13 +270,14 @@ static uint64_t ring_reset(struct gpamm_vm *vm, struct dirty_ring *r, uint64_t *
 	struct gpamm_memslot *s = NULL;
 	uint64_t n = 0, gfn64 = 0, mask = 0;
 	uint32_t idx = atomic_load(&r->reset);
+	const uint32_t push = __atomic_load_n(&r->push, __ATOMIC_ACQUIRE);
 
 	for (;; idx++, n++) {
 		struct gpamm_dirty_gfn *e = &r->gfns[idx & (r->size - 1)];
 		struct gpamm_memslot *es;
 		uint64_t g;
 
-		if (!(__atomic_load_n(&e->flags, __ATOMIC_ACQUIRE) & GPAMM_DIRTY_GFN_F_RESET))
+		if (idx == push || !(__atomic_load_n(&e->flags, __ATOMIC_ACQUIRE) & GPAMM_DIRTY_GFN_F_RESET))
 			break;
 		es = e->slot < GPAMM_USER_MEM_SLOTS ? vm->by_id[e->slot] : NULL;
 		if (es && e->offset >= es->npages)

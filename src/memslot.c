@@ -133,7 +133,8 @@ void gpamm_mark_page_dirty(struct gpamm_vcpu *vcpu, struct gpamm_memslot *slot, 
 		e->slot = slot->id;
 		e->offset = rel;
 		__atomic_store_n(&e->flags, GPAMM_DIRTY_GFN_F_DIRTY, __ATOMIC_RELEASE);
-		r->push++;
+		/* release: a reset that reads the new index sees the entry */
+		__atomic_store_n(&r->push, r->push + 1, __ATOMIC_RELEASE);
 		if (gpamm_dirty_ring_soft_full(vcpu))
 			atomic_fetch_or(&vcpu->requests, REQ_RING_FULL);
 	}

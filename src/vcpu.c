@@ -153,7 +153,11 @@ void gpamm_flush_remote_tlbs(struct gpamm_vm *vm)
 
 void gpamm_vm_flush_remote_tlbs(struct gpamm_vm *vm)
 {
-	struct gpamm_vcpu *g = gpamm_guest_call_begin();
+	struct gpamm_vcpu *g;
+
+	if (!vm)
+		return;
+	g = gpamm_guest_call_begin();
 
 	gpamm_flush_remote_tlbs(vm);
 	gpamm_guest_call_end(g);
@@ -500,18 +504,6 @@ static __attribute__((noinline)) bool access_exit(struct gpamm_vcpu *v, enum xla
 	return false; /* retry the access */
 }
 
-/* Copies of 1..8 bytes at a known small size, so no call to memcpy. */
-static ALWAYS_INLINE void copy_small(void *dst, const void *src, unsigned len)
-{
-	switch (len) {
-	case 8: memcpy(dst, src, 8); break;
-	case 4: memcpy(dst, src, 4); break;
-	case 2: memcpy(dst, src, 2); break;
-	case 1: memcpy(dst, src, 1); break;
-	default: memcpy(dst, src, len); break;
-	}
-}
-
 /*
  * One access of 1..8 bytes inside one page, the whole way: requests, TLB,
  * walk and fill, fault, exit. Returns what a load read.
@@ -525,9 +517,9 @@ static __attribute__((noinline)) uint64_t access_slow(struct gpamm_vcpu *v, uint
 
 		if (likely(p)) {
 			if (write)
-				copy_small(p, &val, len);
+				guest_mem_store(p, val, len);
 			else
-				copy_small(&val, p, len);
+				val = guest_mem_load(p, len);
 			return val;
 		}
 		if (ex == XL_STALE)
@@ -576,21 +568,18 @@ static ALWAYS_INLINE void access_store(struct gpamm_vcpu *v, uint64_t gpa, unsig
 
 	front_load(v, &f);
 	if (likely(front_ok(v, &f, gpa, true)))
-		memcpy(front_ptr(&f, gpa), &val, len);
+		guest_mem_store(front_ptr(&f, gpa), val, len);
 	else
 		access_slow(v, gpa, len, true, val);
 }
 
 static ALWAYS_INLINE uint64_t access_load(struct gpamm_vcpu *v, uint64_t gpa, unsigned len)
 {
-	uint64_t val = 0;
 	struct front f;
 
 	front_load(v, &f);
-	if (likely(front_ok(v, &f, gpa, false))) {
-		memcpy(&val, front_ptr(&f, gpa), len);
-		return val;
-	}
+	if (likely(front_ok(v, &f, gpa, false)))
+		return guest_mem_load(front_ptr(&f, gpa), len);
 	return access_slow(v, gpa, len, false, 0);
 }
 
@@ -717,9 +706,9 @@ static ALWAYS_INLINE void wl_store8(struct gpamm_vcpu *v, struct front *f, uint6
 	uint8_t *p;
 
 	if (likely(front_ok(v, f, gpa, true))) {
-		*(uint64_t *)front_ptr(f, gpa) = val;
+		__atomic_store_n((uint64_t *)front_ptr(f, gpa), val, __ATOMIC_RELAXED);
 	} else if (likely((p = wl_refill(v, f, gpa, true, misses)) != NULL)) {
-		*(uint64_t *)p = val;
+		__atomic_store_n((uint64_t *)p, val, __ATOMIC_RELAXED);
 	} else {
 		wl_flush_misses(v, misses);
 		access_slow(v, gpa, 8, true, val);
@@ -734,9 +723,9 @@ static ALWAYS_INLINE uint64_t wl_load8(struct gpamm_vcpu *v, struct front *f, ui
 	uint64_t val;
 
 	if (likely(front_ok(v, f, gpa, false)))
-		return *(const uint64_t *)front_ptr(f, gpa);
+		return __atomic_load_n((const uint64_t *)front_ptr(f, gpa), __ATOMIC_RELAXED);
 	if (likely((p = wl_refill(v, f, gpa, false, misses)) != NULL))
-		return *(const uint64_t *)p;
+		return __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED);
 	wl_flush_misses(v, misses);
 	val = access_slow(v, gpa, 8, false, 0);
 	front_load(v, f);
@@ -757,9 +746,9 @@ static void access_split(struct gpamm_vcpu *v, uint64_t gpa, uint8_t *buf, size_
 		p = xlate(v, gpa, write, &ex);
 		if (p) {
 			if (write)
-				memcpy(p, buf, chunk);
+				guest_mem_copy(p, buf, chunk);
 			else
-				memcpy(buf, p, chunk);
+				guest_mem_copy(buf, p, chunk);
 		} else if (ex == XL_STALE) {
 			/* dropped (counted): nothing is written, a load reads zeros */
 			if (!write)
@@ -1126,15 +1115,17 @@ struct gpamm_run *gpamm_vcpu_run_state(struct gpamm_vcpu *v)
 
 void gpamm_vcpu_kick(struct gpamm_vcpu *v)
 {
+	if (!v)
+		return;
 	atomic_fetch_or(&v->requests, REQ_EXIT);
 }
 
 unsigned gpamm_vcpu_id(const struct gpamm_vcpu *v)
 {
-	return v->id;
+	return v ? v->id : 0;
 }
 
 struct gpamm_vm *gpamm_vcpu_vm(const struct gpamm_vcpu *v)
 {
-	return v->vm;
+	return v ? v->vm : NULL;
 }

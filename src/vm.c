@@ -170,15 +170,20 @@ const struct gpamm_geom *gpamm_vm_geom(const struct gpamm_vm *vm)
 
 struct gpamm_host *gpamm_vm_host(const struct gpamm_vm *vm)
 {
-	return vm->host;
+	return vm ? vm->host : NULL;
 }
 
 void gpamm_vm_stats(struct gpamm_vm *vm, struct gpamm_vm_stats *st)
 {
 	struct gpamm_host_stats hs;
-	unsigned n = atomic_load(&vm->nr_vcpus);
+	unsigned n;
 
+	if (!st)
+		return;
 	memset(st, 0, sizeof(*st));
+	if (!vm)
+		return;
+	n = atomic_load(&vm->nr_vcpus);
 	st->table_pages = gpamm_pgt_live_tables(&vm->pgt);
 	st->remote_flushes = atomic_load(&vm->st_remote_flushes);
 	gpamm_rcu_read_lock();

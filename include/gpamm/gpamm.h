@@ -304,6 +304,8 @@ int gpamm_vcpu_run(struct gpamm_vcpu *vcpu);
 struct gpamm_run *gpamm_vcpu_run_state(struct gpamm_vcpu *vcpu);
 /** gpamm_vcpu_kick() - make a running vCPU exit with GPAMM_EXIT_REQUEST at its next access. Context: any thread. */
 void gpamm_vcpu_kick(struct gpamm_vcpu *vcpu);
+/* The vCPU's id and VM (0 and NULL for a NULL vCPU; the calls without an
+ * errno do nothing on NULL: kick, flush_remote_tlbs, stats zeroes *st). */
 unsigned gpamm_vcpu_id(const struct gpamm_vcpu *vcpu);
 struct gpamm_vm *gpamm_vcpu_vm(const struct gpamm_vcpu *vcpu);
 

@@ -1932,12 +1932,12 @@ static int sim_access(struct gpamm_host *h, uint64_t hva, void *rbuf, const void
 		}
 		pte = hpte_load(&v->ptes[i]);
 		if (write) {
-			memcpy((uint8_t *)frame_ptr(s, hpte_val(pte)) + off,
-			       (const uint8_t *)wbuf + (p - hva), n);
+			guest_mem_copy((uint8_t *)frame_ptr(s, hpte_val(pte)) + off,
+				       (const uint8_t *)wbuf + (p - hva), n);
 			frame_mark(&s->frames[hpte_val(pte)], true, true);
 		} else {
-			memcpy((uint8_t *)rbuf + (p - hva),
-			       (uint8_t *)frame_ptr(s, hpte_val(pte)) + off, n);
+			guest_mem_copy((uint8_t *)rbuf + (p - hva),
+				       (uint8_t *)frame_ptr(s, hpte_val(pte)) + off, n);
 		}
 		pthread_mutex_unlock(ptl);
 	}

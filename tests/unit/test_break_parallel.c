@@ -5,13 +5,16 @@
  * Each body runs in a forked child (isolate.h), so a crash or a hang is a
  * clean "not ok" and the other tests still run.
  *
- * FAILING TESTS (real defects on the current code; kept so they can be
- * confirmed -- see the comment above each):
- *   - test_bp_ring_reset_past_push      (DEFECT: dirty.c ring_reset)
- *   - test_bp_ring_reset_past_push_mid_fault (same defect: the abort)
- *   - test_bp_null_vcpu_calls           (DEFECT: vcpu.c NULL vCPU)
- *   - test_bp_null_vm_calls             (DEFECT: vm.c/vcpu.c NULL VM)
- * Every other test passes and documents a property that held.
+ * Four of these found defects, fixed since; the tests keep them fixed:
+ *   - test_bp_ring_reset_past_push: RESET flags on entries the vCPU never
+ *     pushed moved the reset index past the push index (dirty.c
+ *     ring_reset), wedging the ring for good;
+ *   - test_bp_ring_reset_past_push_mid_fault: the same with a fault in
+ *     flight, which then hit the ring's BUG_ON (an abort on VMM input);
+ *   - test_bp_null_vcpu_calls, test_bp_null_vm_calls: the calls without an
+ *     errno (kick, id, vm, dirty_ring; stats, flush_remote_tlbs, host)
+ *     dereferenced NULL.
+ * Every other test documents a property that held.
  */
 #include <errno.h>
 #include <pthread.h>
