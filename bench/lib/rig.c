@@ -129,9 +129,15 @@ static int rig_vcpu_pass(void *ctx, unsigned i, uint64_t gen)
 	struct gpamm_vcpu *v = k->vcpu[i];
 	struct gpamm_workload *w = &k->w[i];
 	struct gpamm_run *run = gpamm_vcpu_run_state(v);
-	double t0 = bench_now_ns(), c0 = bench_thread_cpu_ns();
+	double t0, c0;
 	int ret;
 
+	if (k->active && i >= k->active) { /* sits this step out */
+		k->vcpu_ns[i] = k->vcpu_cpu_ns[i] = 0;
+		return 0;
+	}
+	t0 = bench_now_ns();
+	c0 = bench_thread_cpu_ns();
 	w->write_percent = k->write_percent; /* ordered by bench_gang_step() */
 	w->passes = w->passes_done + 1;
 	ret = gpamm_vcpu_set_guest(v, gpamm_workload_guest, w, 0);

@@ -296,6 +296,7 @@ struct bench_rig {
 	struct gpamm_vcpu **vcpu;
 	struct gpamm_workload *w;     /* per vCPU: its slice */
 	unsigned write_percent;       /* of the next step's passes; set between steps */
+	unsigned active;              /* vCPUs 0..active-1 run the next steps (0: all) */
 	double *vcpu_ns;              /* per vCPU: the time of its last pass */
 	double *vcpu_cpu_ns;          /* per vCPU: its thread's CPU time in that pass */
 	unsigned vm_flags;            /* more gpamm_vm_config flags for bench_rig_vm_up() */
