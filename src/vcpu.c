@@ -1120,6 +1120,39 @@ void gpamm_vcpu_kick(struct gpamm_vcpu *v)
 	atomic_fetch_or(&v->requests, REQ_EXIT);
 }
 
+/* The register block is the vCPU's while no run is in progress: claim it
+ * as a run does (KVM's vcpu->mutex), copy, give it back. */
+static int regs_copy(struct gpamm_vcpu *v, struct gpamm_regs *out, const struct gpamm_regs *in)
+{
+	int idle = 0;
+
+	if (!v || !(out || in))
+		return -EINVAL;
+	if (!atomic_compare_exchange_strong(&v->running, &idle, 1))
+		return -EBUSY;
+	if (out)
+		*out = v->regs;
+	else
+		v->regs = *in;
+	atomic_store(&v->running, 0);
+	return 0;
+}
+
+int gpamm_vcpu_get_regs(struct gpamm_vcpu *v, struct gpamm_regs *regs)
+{
+	return regs ? regs_copy(v, regs, NULL) : -EINVAL;
+}
+
+int gpamm_vcpu_set_regs(struct gpamm_vcpu *v, const struct gpamm_regs *regs)
+{
+	return regs ? regs_copy(v, NULL, regs) : -EINVAL;
+}
+
+struct gpamm_regs *gpamm_vcpu_regs(struct gpamm_vcpu *v)
+{
+	return v ? &v->regs : NULL;
+}
+
 unsigned gpamm_vcpu_id(const struct gpamm_vcpu *v)
 {
 	return v ? v->id : 0;

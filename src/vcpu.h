@@ -64,6 +64,7 @@ struct gpamm_vcpu {
 	size_t stack_size;
 	void *asan_fake_stack;
 	void *tsan_fiber, *tsan_host_fiber; /* ThreadSanitizer's view of the two stacks */
+	struct gpamm_regs regs; /* the guest program's state (gpamm_vcpu_get_regs) */
 
 	/* statistics, written only by the vCPU thread (relaxed) */
 	uint64_t st_tlb_misses, st_faults, st_fast, st_slow,

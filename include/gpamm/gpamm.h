@@ -270,6 +270,18 @@ struct gpamm_run {
 	bool immediate_exit;     /* like kvm_run.immediate_exit */
 };
 
+/**
+ * struct gpamm_regs - a vCPU's register state (LoongArch's general
+ * registers and PC), as KVM_GET_REGS / KVM_SET_REGS give it. The library
+ * does not interpret it: guest programs keep their state in it (see
+ * gpamm_vcpu_regs()), so that a VMM can save it at an exit and load it
+ * into another vCPU, in another process, to go on from there.
+ */
+struct gpamm_regs {
+	uint64_t gpr[32];
+	uint64_t pc;
+};
+
 /** A guest program: runs on the vCPU thread, accesses memory through @vcpu. */
 typedef int (*gpamm_guest_fn)(struct gpamm_vcpu *vcpu, void *arg);
 
@@ -317,6 +329,17 @@ uint64_t gpamm_guest_read(struct gpamm_vcpu *vcpu, uint64_t gpa, unsigned size);
 void gpamm_guest_write(struct gpamm_vcpu *vcpu, uint64_t gpa, unsigned size, uint64_t val);
 void gpamm_guest_read_buf(struct gpamm_vcpu *vcpu, uint64_t gpa, void *buf, size_t len);
 void gpamm_guest_write_buf(struct gpamm_vcpu *vcpu, uint64_t gpa, const void *buf, size_t len);
+/**
+ * gpamm_vcpu_get_regs() / gpamm_vcpu_set_regs() - copy the register block
+ * out or in (KVM_GET_REGS / KVM_SET_REGS). Context: outside
+ * gpamm_vcpu_run() of this vCPU. Return: 0, -EINVAL (NULL), -EBUSY (the
+ * vCPU is running).
+ */
+int gpamm_vcpu_get_regs(struct gpamm_vcpu *vcpu, struct gpamm_regs *regs);
+int gpamm_vcpu_set_regs(struct gpamm_vcpu *vcpu, const struct gpamm_regs *regs);
+/** gpamm_vcpu_regs() - from guest code: the running vCPU's own registers. */
+struct gpamm_regs *gpamm_vcpu_regs(struct gpamm_vcpu *vcpu);
+
 /** gpamm_guest_exit() - leave the guest with GPAMM_EXIT_REQUEST (a guest-initiated exit, like a hypercall). */
 void gpamm_guest_exit(struct gpamm_vcpu *vcpu);
 

@@ -213,4 +213,47 @@ int gpamm_sim_test_young(struct gpamm_host *h, uint64_t hva, uint64_t len, bool 
 int gpamm_sim_read(struct gpamm_host *h, uint64_t hva, void *buf, uint64_t len);
 int gpamm_sim_write(struct gpamm_host *h, uint64_t hva, const void *buf, uint64_t len);
 
+/* ---- missing pages: userfaultfd's MISSING mode, for post-copy ----------- */
+
+/**
+ * gpamm_sim_missing_fn - called when a page of a registered range is needed
+ * (a get_page from a guest fault, or gpamm_sim_read/write) and has never
+ * been placed: @hva is the page's address (page aligned), @write whether
+ * the access writes. Called with no host lock held, on the faulting thread
+ * (which may be a vCPU thread, in its fault path, outside guest mode). It
+ * must make the page present (gpamm_sim_place_page, from any thread) and
+ * then return 0, and the access is retried; or return a negative errno,
+ * which the access returns (a guest fault then exits with a memory fault).
+ * It may block (wait for the network): nothing else waits for it but the
+ * threads needing that page.
+ */
+typedef int (*gpamm_sim_missing_fn)(void *arg, uint64_t hva, bool write);
+
+/**
+ * gpamm_sim_register_missing() - make every page of [@hva, @hva + @len)
+ * that is not present (never touched, or dropped by madv_dontneed) a
+ * missing page, served by @fn (UFFDIO_REGISTER with MISSING). One range per
+ * VMA; re-registering replaces @fn. Pages that are present are unaffected.
+ * Return: 0, -EINVAL (range not page aligned, empty, not inside one VMA, or
+ * NULL @fn), -EBUSY (the VMA has another registration).
+ */
+int gpamm_sim_register_missing(struct gpamm_host *h, uint64_t hva, uint64_t len,
+			       gpamm_sim_missing_fn fn, void *arg);
+/** gpamm_sim_unregister_missing() - the range behaves as normal memory again (zero pages). */
+int gpamm_sim_unregister_missing(struct gpamm_host *h, uint64_t hva, uint64_t len);
+/**
+ * gpamm_sim_place_page() - UFFDIO_COPY: make the page at @hva (page
+ * aligned) present with the contents @src (page_size bytes), atomically: no
+ * access sees it half written, and every thread waiting in @fn for it can
+ * go on. Return: 0, -EEXIST (the page is present already: nothing changed),
+ * -EINVAL (not aligned, not mapped, NULL @src), -ENOMEM (no frame).
+ */
+int gpamm_sim_place_page(struct gpamm_host *h, uint64_t hva, const void *src);
+/**
+ * gpamm_sim_page_present() - whether the page at @hva is present (placed,
+ * faulted in or swapped out), without faulting it in. Return: 1, 0, or
+ * -EINVAL.
+ */
+int gpamm_sim_page_present(struct gpamm_host *h, uint64_t hva);
+
 #endif
