@@ -40,6 +40,7 @@ extern const struct cli_cmd cli_cmd_demo;
 extern const struct cli_cmd cli_cmd_migrate;
 extern const struct cli_cmd cli_cmd_bench;
 extern const struct cli_cmd cli_cmd_replay;
+extern const struct cli_cmd cli_cmd_receive;
 
 /**
  * struct cli_opt - a long option. @has_arg: takes a value ("--x N" or

@@ -1,75 +1,98 @@
 // SPDX-License-Identifier: MIT
 /*
- * gpamm migrate - the main job: a guest is live-migrated through the MMU's
- * dirty log while it runs and while the host changes pages under it.
+ * gpamm migrate - the main job: a running guest live-migrated to another
+ * process over TCP (docs/migration.md).
  *
- * vCPU threads run a write workload (a hot set that takes most writes, the
- * rest spread over all memory, at a configurable rate) on the sim host in
- * checking mode; a host thread reclaims pages to swap and migrates pages
- * between frames. The VMM copies all memory to a destination buffer, then
- * runs pre-copy rounds (dirty log: manual GET + CLEAR by default, classic
- * GET or dirty rings on request), copying the pages each round reports,
- * until the dirty set is small enough to send within the downtime budget
- * or the round limit is reached. Then the vCPUs stop, a last round copies
- * what is left, and the destination is compared with guest memory byte by
- * byte. The report: rounds, pages per round, bytes, final dirty set and the
- * downtime it implies at the link speed, the verdict, stale accesses seen
- * by the host's checking mode, and what is left after destroy.
+ * The source VM runs the migration workload (mig/guest.h) on the sim host,
+ * which checks every access and meanwhile reclaims and migrates pages.
+ * Logging goes on, the first pass sends every page, then pre-copy rounds
+ * send what the dirty log reports (manual GET + CLEAR in chunks, classic
+ * GET, or rings), until the dirty bytes left fit the downtime limit at the
+ * measured bandwidth (auto-converge throttles the vCPUs when they dirty
+ * faster than the link drains). Then the switchover: vCPUs out of guest
+ * mode, the last pages, the vCPU states; the destination resumes and
+ * acknowledges, and the downtime is its resume time minus the first stop.
+ * With --postcopy the switchover comes early and the destination pulls
+ * the pages it faults on. At the end the destination's memory hash is
+ * compared with the source's image plus the writes its vCPUs made there.
+ *
+ * Without --to, a destination process (gpamm receive) is started on the
+ * loopback, on an ephemeral port.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
-#include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
-#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 
 #include "cli.h"
 #include "gpamm/gpamm.h"
+#include "mig/guest.h"
+#include "mig/net.h"
+#include "mig/stream.h"
+#include "mig/vmside.h"
 
-enum log_mode { MODE_MANUAL, MODE_CLASSIC, MODE_RING };
+#define MAX_ROUNDS 1000
+#define CLEAR_CHUNK_BYTES (256u << 10) /* QEMU's clear-bitmap-shift default: 256 KiB */
 
-struct mig_cfg {
-	unsigned vcpus, page_shift, levels, max_rounds;
-	uint64_t mem;           /* bytes */
-	uint64_t rate;          /* writes per second per vCPU, 0 = unthrottled */
-	unsigned hot_pct;       /* percent of pages in the hot set */
-	unsigned hot_writes;    /* percent of writes that go to the hot set */
-	double link_gbps;       /* for the downtime estimate */
-	double max_downtime_ms; /* stop-and-copy when the dirty set fits in it */
-	enum log_mode mode;
-	bool checking, host_events, json;
+struct src_cfg {
+	unsigned vcpus, page_shift, levels, max_rounds, hot_pct, hot_writes, run_ms;
+	uint64_t mem, rate, seed, max_bw;
+	double downtime_ms;
+	enum mig_log_mode mode;
+	bool checking, host_events, json, auto_converge, postcopy, have_to, inject_drop;
+	unsigned postcopy_pct;  /* of the first pass sent before a post-copy switchover */
+	int postcopy_after;     /* pre-copy rounds before it (-1: during the first pass) */
 	const char *plot;
-	uint64_t seed;
+	char to_host[64];
+	uint16_t to_port;
+	int timeout_ms;
 };
 
 struct round_stat {
-	uint64_t dirty;     /* pages reported dirty */
-	double seconds;     /* collect + copy */
+	uint64_t pages, zero_pages, bytes;
+	double seconds, dirty_rate; /* pages dirtied per second, measured at this round's sync */
+	int throttle;
+	bool postcopy;              /* the background stream after a post-copy switchover */
 };
 
-#define MAX_ROUNDS 1000
-
-struct mig {
-	struct mig_cfg c;
-	struct gpamm_host *host;
-	struct gpamm_vm *vm;
-	struct gpamm_vcpu **vcpu;
-	pthread_t *th, host_th;
-	uint64_t hva, gpa, npages, psz;
-	uint8_t *dest;
-	uint64_t *bitmap;
-	uint32_t *ring_fetch;
-	atomic_int stop, pause, host_stop;
-	atomic_uint parked;
-	atomic_uint_fast64_t writes;
-	atomic_int vcpu_error;
+struct src {
+	struct src_cfg c;
+	struct mig_vm vm;
+	pthread_t host_th;
+	bool host_th_on;
+	atomic_int host_stop;
 	uint64_t host_reclaimed, host_migrated;
-	struct round_stat rounds[MAX_ROUNDS + 2];
+	pid_t child;
+	struct mig_conn main, pc;
+	struct mig_writer w, pw;
+	struct mig_reader ackr, reqr;
+	uint64_t session, *bitmap, *tmp;
+	uint8_t *sent, *buf;
+	struct round_stat rounds[MAX_ROUNDS + 3];
 	unsigned nrounds;
+	struct mig_vcpu_state *states;
+	/* auto-converge */
+	int throttle, high_cnt;
+	/* the switchover */
+	uint64_t stop_ns, resume_ns, memory_hash;
+	double downtime_ms, total_s, copy_write_rate;
+	bool switched, acked, dropped_one;
+	/* post-copy page server */
+	pthread_t ps_th;
+	bool ps_on;
+	atomic_uint_fast64_t served;
+	struct mig_ack done;
+	uint64_t expect_hash;
+	int64_t replayed;
+	const char *failure;
+	char why[240];
 };
 
 static const struct cli_opt opts[] = {
@@ -83,13 +106,21 @@ static const struct cli_opt opts[] = {
 	{ "hot-writes", true, 8, 0 },
 	{ "mode", true, 9, 0 },
 	{ "max-rounds", true, 10, 0 },
-	{ "link-gbps", true, 11, 0 },
-	{ "max-downtime-ms", true, 12, 0 },
+	{ "downtime-limit", true, 11, 0 },
+	{ "max-bandwidth", true, 12, 0 },
 	{ "no-checking", false, 13, 0 },
 	{ "no-host-events", false, 14, 0 },
 	{ "json", false, 15, 0 },
 	{ "plot", true, 16, 0 },
 	{ "seed", true, 17, 's' },
+	{ "to", true, 18, 0 },
+	{ "postcopy", false, 19, 0 },
+	{ "postcopy-at", true, 20, 0 },
+	{ "postcopy-after", true, 21, 0 },
+	{ "no-auto-converge", false, 22, 0 },
+	{ "run-ms", true, 23, 0 },
+	{ "timeout", true, 24, 0 },
+	{ "inject-drop-page", false, 25, 0 },
 	{ NULL, false, 0, 0 },
 };
 
@@ -98,29 +129,41 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: gpamm migrate [options]\n"
 		"\n"
-		"Live-migrate a running guest through the dirty log and check the copy.\n"
+		"Live-migrate a running guest to another process over TCP and check the\n"
+		"result (docs/migration.md). Without --to, a destination is started on the\n"
+		"loopback (gpamm receive, an ephemeral port).\n"
 		"\n"
-		"  -v, --vcpus N          vCPU threads writing (default 2)\n"
-		"  -m, --mem SIZE         guest memory, K/M/G suffixes (default 1G)\n"
-		"      --page-shift N     12, 14 or 16 (default 14)\n"
-		"      --levels N         table levels (default 3)\n"
-		"      --rate N           writes per second per vCPU, 0 = as fast as it goes\n"
-		"                         (default 20000)\n"
-		"      --hot PCT          percent of pages in the hot set (default 1)\n"
-		"      --hot-writes PCT   percent of writes to the hot set (default 90)\n"
-		"      --mode MODE        manual (GET + CLEAR, default), classic (GET clears)\n"
-		"                         or ring (per-vCPU dirty rings)\n"
-		"      --max-rounds N     pre-copy rounds at most (default 30)\n"
-		"      --link-gbps X      link speed for the downtime estimate (default 10)\n"
-		"      --max-downtime-ms X  stop-and-copy once the dirty set fits (default 20)\n"
-		"      --no-checking      sim host without per-access checks (faster)\n"
-		"      --no-host-events   no reclaim or page migration during the run\n"
-		"      --json             the report as JSON on stdout\n"
-		"      --plot FILE.svg    chart of dirty pages per round (needs gnuplot)\n"
-		"  -s, --seed N           workload seed (default: from the clock, printed)\n"
+		"  -v, --vcpus N             vCPU threads writing (default 2)\n"
+		"  -m, --mem SIZE            guest memory, K/M/G suffixes (default 1G)\n"
+		"      --page-shift N        12, 14 or 16 (default 14)\n"
+		"      --levels N            table levels (default 3)\n"
+		"      --rate N              writes per second per vCPU, 0 = as fast as it goes\n"
+		"                            (default 20000)\n"
+		"      --hot PCT             percent of pages in the hot set (default 1)\n"
+		"      --hot-writes PCT      percent of writes to the hot set (default 90)\n"
+		"      --mode MODE           manual (GET + CLEAR in chunks, default), classic\n"
+		"                            (GET clears) or ring (per-vCPU dirty rings)\n"
+		"      --max-rounds N        pre-copy rounds at most, then the switchover (default 30)\n"
+		"      --downtime-limit MS   switch over when the dirty bytes left / bandwidth fit\n"
+		"                            (default 300, QEMU's)\n"
+		"      --max-bandwidth SIZE  cap the sending rate, bytes/s with K/M/G (default none)\n"
+		"      --no-auto-converge    never throttle the vCPUs\n"
+		"      --postcopy            switch over early; the destination pulls missing pages\n"
+		"      --postcopy-at PCT     ... once PCT%% of the first pass is sent (default 0)\n"
+		"      --postcopy-after N    ... after N pre-copy rounds instead\n"
+		"      --to ADDR:PORT        the destination (a running 'gpamm receive')\n"
+		"      --run-ms N            how long the destination runs the guest (default 200)\n"
+		"      --timeout S           network timeout in seconds (default 30)\n"
+		"      --no-checking         sim hosts without per-access checks (faster)\n"
+		"      --no-host-events      no reclaim or page migration during the run\n"
+		"      --json                the report as JSON on stdout\n"
+		"      --plot FILE.svg       pages and dirty rate per round (needs gnuplot)\n"
+		"  -s, --seed N              workload seed (default: from the clock, printed)\n"
+		"      --inject-drop-page    (tests) leave one dirty page out: the verdict must fail\n"
 		"\n"
 		"Progress goes to stderr, one line per round; the report to stdout.\n"
-		"Exit status: 0 when the copy is exact, 1 when not, 2 on bad usage.\n");
+		"Exit status: 0 when the destination's memory is exact, 1 when not or when\n"
+		"the migration failed (the guest then goes on at the source), 2 on bad usage.\n");
 }
 
 static bool parse_double(const char *s, double *out)
@@ -129,269 +172,21 @@ static bool parse_double(const char *s, double *out)
 
 	errno = 0;
 	*out = strtod(s, &end);
-	return !errno && end != s && !*end && *out > 0;
+	return !errno && end != s && !*end && *out > 0 && isfinite(*out);
 }
 
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static inline uint64_t rnd(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * 0x2545f4914f6cdd1dULL;
-}
-
-/* ---- the guest --------------------------------------------------------------- */
-
-struct vcpu_arg {
-	struct mig *m;
-	unsigned id;
-};
-
-/*
- * Writes (vcpu, counter) words: most to the hot set, the rest anywhere.
- * Throttling and pausing happen outside guest mode (a guest exit), never
- * by sleeping in guest code, so remote TLB flushes never wait on it.
- */
-static int guest(struct gpamm_vcpu *v, void *arg)
-{
-	struct vcpu_arg *a = arg;
-	struct mig *m = a->m;
-	uint64_t s = m->c.seed * 0x9e3779b97f4a7c15ULL + a->id + 1, n = 0;
-	uint64_t hot = m->npages * m->c.hot_pct / 100;
-	double t0 = now_s();
-
-	if (!hot)
-		hot = 1;
-	while (!atomic_load_explicit(&m->stop, memory_order_relaxed)) {
-		uint64_t r = rnd(&s);
-		uint64_t page = (r % 100) < m->c.hot_writes ? (r >> 8) % hot : (r >> 8) % m->npages;
-		uint64_t off = ((r >> 40) % (m->psz / 8)) * 8;
-
-		gpamm_guest_write(v, m->gpa + page * m->psz + off, 8, ((uint64_t)a->id << 56) | ++n);
-		if (!(n & 255)) {
-			atomic_fetch_add_explicit(&m->writes, 256, memory_order_relaxed);
-			if (atomic_load_explicit(&m->pause, memory_order_relaxed))
-				gpamm_guest_exit(v);
-			else if (m->c.rate && n > (uint64_t)((now_s() - t0) * (double)m->c.rate))
-				gpamm_guest_exit(v); /* ahead of the rate: the thread sleeps */
-		}
-	}
-	return 0;
-}
-
-static void *vcpu_thread(void *arg)
-{
-	struct vcpu_arg *a = arg;
-	struct mig *m = a->m;
-	struct gpamm_vcpu *v = m->vcpu[a->id];
-	struct gpamm_run *run = gpamm_vcpu_run_state(v);
-
-	for (;;) {
-		if (gpamm_vcpu_run(v)) {
-			atomic_store(&m->vcpu_error, 1);
-			break;
-		}
-		switch (run->exit_reason) {
-		case GPAMM_EXIT_DONE:
-			free(a);
-			return NULL;
-		case GPAMM_EXIT_REQUEST:
-		case GPAMM_EXIT_DIRTY_RING_FULL:
-			if (atomic_load(&m->pause)) {
-				atomic_fetch_add(&m->parked, 1);
-				while (atomic_load(&m->pause) && !atomic_load(&m->stop))
-					usleep(200);
-				atomic_fetch_sub(&m->parked, 1);
-			} else {
-				usleep(run->exit_reason == GPAMM_EXIT_REQUEST ? 1000 : 200);
-			}
-			break;
-		case GPAMM_EXIT_MEMORY_FAULT:
-			usleep(100); /* a host event in flight; retry */
-			break;
-		default:
-			atomic_store(&m->vcpu_error, 1);
-			free(a);
-			return NULL;
-		}
-	}
-	free(a);
-	return NULL;
-}
-
-/* ---- the host's own activity ------------------------------------------------- */
-
-static void *host_thread(void *arg)
-{
-	struct mig *m = arg;
-	uint64_t s = m->c.seed ^ 0x5bd1e995;
-	const uint64_t chunk = 64;
-
-	while (!atomic_load(&m->host_stop)) {
-		uint64_t first = rnd(&s) % (m->npages - (m->npages > chunk ? chunk : 0) + 1);
-		uint64_t len = (m->npages < chunk ? m->npages : chunk) * m->psz;
-		int64_t r;
-
-		if (rnd(&s) & 1) {
-			r = gpamm_sim_reclaim(m->host, m->hva + first * m->psz, len, chunk);
-			if (r > 0)
-				m->host_reclaimed += (uint64_t)r;
-		} else {
-			r = gpamm_sim_migrate(m->host, m->hva + first * m->psz, len);
-			if (r > 0)
-				m->host_migrated += (uint64_t)r;
-		}
-		usleep(2000);
-	}
-	return NULL;
-}
-
-/* ---- the VMM side -------------------------------------------------------------- */
-
-static void progress(const struct mig *m, const char *what, unsigned round, uint64_t pages,
-		     double secs)
-{
-	static int tty = -1;
-
-	if (m->c.json)
-		return;
-	if (tty < 0)
-		tty = isatty(2);
-	fprintf(stderr, "%s%-14s round %3u: %8" PRIu64 " pages dirty, copied in %.3f s%s",
-		tty ? "\r\033[K" : "", what, round, pages, secs, tty ? "" : "\n");
-	fflush(stderr);
-}
-
-/* Collect one round's dirty set into m->bitmap; return the page count. */
-static int64_t collect(struct mig *m)
-{
-	const uint64_t words = (m->npages + 63) / 64;
-	uint64_t n = 0;
-	int r;
-
-	if (m->c.mode == MODE_RING) {
-		memset(m->bitmap, 0, words * 8);
-		for (unsigned i = 0; i < m->c.vcpus; i++) {
-			uint32_t size;
-			struct gpamm_dirty_gfn *g = gpamm_vcpu_dirty_ring(m->vcpu[i], &size);
-			uint32_t f = m->ring_fetch[i];
-
-			while (__atomic_load_n(&g[f & (size - 1)].flags, __ATOMIC_ACQUIRE) &
-			       GPAMM_DIRTY_GFN_F_DIRTY) {
-				struct gpamm_dirty_gfn *e = &g[f & (size - 1)];
-				if (e->offset < m->npages)
-					m->bitmap[e->offset / 64] |= 1ULL << (e->offset % 64);
-				__atomic_store_n(&e->flags, GPAMM_DIRTY_GFN_F_DIRTY | GPAMM_DIRTY_GFN_F_RESET,
-						 __ATOMIC_RELEASE);
-				f++;
-			}
-			m->ring_fetch[i] = f;
-		}
-		if (gpamm_vm_reset_dirty_rings(m->vm) < 0)
-			return -EIO;
-	} else {
-		r = gpamm_vm_get_dirty_log(m->vm, 0, m->bitmap);
-		if (r)
-			return r;
-		if (m->c.mode == MODE_MANUAL) {
-			r = gpamm_vm_clear_dirty_log(m->vm, 0, 0, m->npages, m->bitmap);
-			if (r)
-				return r;
-		}
-	}
-	for (uint64_t i = 0; i < words; i++)
-		n += (uint64_t)__builtin_popcountll(m->bitmap[i]);
-	return (int64_t)n;
-}
-
-static int copy_dirty(struct mig *m)
-{
-	for (uint64_t w = 0; w < (m->npages + 63) / 64; w++) {
-		for (uint64_t bits = m->bitmap[w]; bits; bits &= bits - 1) {
-			uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits);
-			int r = gpamm_sim_read(m->host, m->hva + p * m->psz, m->dest + p * m->psz, m->psz);
-			if (r)
-				return r;
-		}
-	}
-	return 0;
-}
-
-static void pause_vcpus(struct mig *m)
-{
-	atomic_store(&m->pause, 1);
-	for (unsigned i = 0; i < m->c.vcpus; i++)
-		gpamm_vcpu_kick(m->vcpu[i]);
-	while (atomic_load(&m->parked) < m->c.vcpus && !atomic_load(&m->vcpu_error))
-		usleep(200);
-}
-
-static uint64_t verify(struct mig *m)
-{
-	uint8_t *buf = malloc(m->psz);
-	uint64_t bad = 0;
-
-	for (uint64_t p = 0; buf && p < m->npages; p++) {
-		if (gpamm_sim_read(m->host, m->hva + p * m->psz, buf, m->psz) ||
-		    memcmp(buf, m->dest + p * m->psz, m->psz))
-			bad++;
-	}
-	free(buf);
-	return buf ? bad : m->npages;
-}
-
-static void plot(const struct mig *m)
-{
-	char data[] = "/tmp/gpamm-plot-XXXXXX";
-	int fd = mkstemp(data);
-	FILE *f, *gp;
-
-	if (fd < 0)
-		return;
-	f = fdopen(fd, "w");
-	for (unsigned i = 0; i < m->nrounds; i++)
-		fprintf(f, "%u %" PRIu64 "\n", i, m->rounds[i].dirty);
-	fclose(f);
-	if (system("command -v gnuplot >/dev/null 2>&1")) {
-		fprintf(stderr, "gpamm migrate: --plot needs gnuplot: run 'scripts/deps.sh plot' "
-				"(as root it installs gnuplot-nox) or apt-get install -y gnuplot-nox\n");
-		unlink(data);
-		return;
-	}
-	gp = popen("gnuplot", "w");
-	if (gp) {
-		fprintf(gp, "set terminal svg size 800,450\nset output '%s'\n"
-			    "set title 'gpamm migrate: pages copied per round'\n"
-			    "set xlabel 'round (0 = full copy, last = stop-and-copy)'\n"
-			    "set ylabel 'pages'\nset logscale y\nset grid\n"
-			    "plot '%s' using 1:($2 > 0 ? $2 : 1) with linespoints title 'dirty pages'\n",
-			m->c.plot, data);
-		pclose(gp);
-	}
-	unlink(data);
-}
-
-static int parse(struct mig_cfg *c, int argc, char **argv)
+static int parse(struct src_cfg *c, int argc, char **argv)
 {
 	struct cli_parser p;
 	const char *val;
 	uint64_t v;
 	int opt;
 
-	*c = (struct mig_cfg){
-		.vcpus = 2, .page_shift = 14, .levels = 3, .max_rounds = 30,
-		.mem = 1ULL << 30, .rate = 20000, .hot_pct = 1, .hot_writes = 90,
-		.link_gbps = 10, .max_downtime_ms = 20, .mode = MODE_MANUAL,
-		.checking = true, .host_events = true,
+	*c = (struct src_cfg){
+		.vcpus = 2, .page_shift = 14, .levels = 3, .max_rounds = 30, .mem = 1ULL << 30,
+		.rate = 20000, .hot_pct = 1, .hot_writes = 90, .downtime_ms = 300,
+		.mode = MIG_LOG_MANUAL, .checking = true, .host_events = true,
+		.auto_converge = true, .postcopy_after = -1, .run_ms = 200, .timeout_ms = 30000,
 	};
 	cli_parser_init(&p, "migrate", argc, argv);
 	while ((opt = cli_next(&p, opts, &val)) != CLI_OPT_END) {
@@ -438,11 +233,11 @@ static int parse(struct mig_cfg *c, int argc, char **argv)
 			break;
 		case 9:
 			if (!strcmp(val, "manual"))
-				c->mode = MODE_MANUAL;
+				c->mode = MIG_LOG_MANUAL;
 			else if (!strcmp(val, "classic"))
-				c->mode = MODE_CLASSIC;
+				c->mode = MIG_LOG_CLASSIC;
 			else if (!strcmp(val, "ring"))
-				c->mode = MODE_RING;
+				c->mode = MIG_LOG_RING;
 			else
 				return cli_usage_error("migrate", "--mode wants manual, classic or ring, not '%s'", val);
 			break;
@@ -452,12 +247,12 @@ static int parse(struct mig_cfg *c, int argc, char **argv)
 			c->max_rounds = (unsigned)v;
 			break;
 		case 11:
-			if (!parse_double(val, &c->link_gbps))
-				return cli_usage_error("migrate", "--link-gbps wants a positive number, not '%s'", val);
+			if (!parse_double(val, &c->downtime_ms))
+				return cli_usage_error("migrate", "--downtime-limit wants milliseconds, not '%s'", val);
 			break;
 		case 12:
-			if (!parse_double(val, &c->max_downtime_ms))
-				return cli_usage_error("migrate", "--max-downtime-ms wants a positive number, not '%s'", val);
+			if (!cli_parse_size(val, &c->max_bw) || !c->max_bw)
+				return cli_usage_error("migrate", "--max-bandwidth wants bytes per second, like 100M, not '%s'", val);
 			break;
 		case 13:
 			c->checking = false;
@@ -475,6 +270,42 @@ static int parse(struct mig_cfg *c, int argc, char **argv)
 			if (!cli_parse_u64(val, &c->seed))
 				return cli_usage_error("migrate", "--seed wants a number, not '%s'", val);
 			break;
+		case 18:
+			if (mig_parse_addr(val, false, c->to_host, &c->to_port) || !c->to_port)
+				return cli_usage_error("migrate", "--to wants ADDR:PORT, not '%s'", val);
+			c->have_to = true;
+			break;
+		case 19:
+			c->postcopy = true;
+			break;
+		case 20:
+			if (!cli_parse_u64(val, &v) || v > 100)
+				return cli_usage_error("migrate", "--postcopy-at wants a percentage, not '%s'", val);
+			c->postcopy_pct = (unsigned)v;
+			c->postcopy = true;
+			break;
+		case 21:
+			if (!cli_parse_u64(val, &v) || v > MAX_ROUNDS)
+				return cli_usage_error("migrate", "--postcopy-after wants 0..%d rounds, not '%s'", MAX_ROUNDS, val);
+			c->postcopy_after = (int)v;
+			c->postcopy = true;
+			break;
+		case 22:
+			c->auto_converge = false;
+			break;
+		case 23:
+			if (!cli_parse_u64(val, &v) || v > 600000)
+				return cli_usage_error("migrate", "--run-ms wants 0..600000, not '%s'", val);
+			c->run_ms = (unsigned)v;
+			break;
+		case 24:
+			if (!cli_parse_u64(val, &v) || !v || v > 3600)
+				return cli_usage_error("migrate", "--timeout wants 1..3600 seconds, not '%s'", val);
+			c->timeout_ms = (int)v * 1000;
+			break;
+		case 25:
+			c->inject_drop = true;
+			break;
 		}
 	}
 	if (c->mem & ((1ULL << c->page_shift) - 1))
@@ -482,272 +313,853 @@ static int parse(struct mig_cfg *c, int argc, char **argv)
 	if ((c->page_shift == 12) != (c->levels >= 3) && c->levels != 3)
 		return cli_usage_error("migrate", "no %u-level layout with %u-byte pages",
 				       c->levels, 1u << c->page_shift);
+	if ((1ULL << c->page_shift) / 8 < c->vcpus)
+		return cli_usage_error("migrate", "too many vCPUs for the words of a page");
 	if (!c->seed)
 		c->seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
 	return 0;
 }
 
-static const char *mode_name(enum log_mode m)
+static const char *mode_name(enum mig_log_mode m)
 {
-	return m == MODE_MANUAL ? "manual" : m == MODE_CLASSIC ? "classic" : "ring";
+	return m == MIG_LOG_MANUAL ? "manual" : m == MIG_LOG_CLASSIC ? "classic" : "ring";
 }
 
-static int setup(struct mig *m)
+static double now_s(void)
 {
-	struct mig_cfg *c = &m->c;
-	struct gpamm_sim_config sc = {
-		.page_shift = c->page_shift, .checking = c->checking,
-	};
-	struct gpamm_vm_config vc = {
-		.page_shift = c->page_shift, .levels = c->levels, .max_vcpus = c->vcpus,
-	};
+	return (double)mig_now_ns() * 1e-9;
+}
+
+static void progress(const struct src *s, const char *what, const struct round_stat *r,
+		     unsigned round)
+{
+	static int tty = -1;
+
+	if (s->c.json)
+		return;
+	if (tty < 0)
+		tty = isatty(2);
+	fprintf(stderr, "%s%-14s round %3u: %8" PRIu64 " pages, %7.1f MiB, %.3f s, throttle %d%%%s",
+		tty ? "\r\033[K" : "", what, round, r->pages, (double)r->bytes / (1 << 20),
+		r->seconds, r->throttle, tty ? "" : "\n");
+	fflush(stderr);
+}
+
+/* ---- the host's own activity ---------------------------------------------------- */
+
+static inline uint64_t rnd(uint64_t *s)
+{
+	uint64_t x = *s;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*s = x;
+	return x * 0x2545f4914f6cdd1dULL;
+}
+
+static void *host_thread(void *arg)
+{
+	struct src *s = arg;
+	struct mig_vm *m = &s->vm;
+	uint64_t st = s->c.seed ^ 0x5bd1e995;
+	const uint64_t chunk = 64;
+
+	while (!atomic_load(&s->host_stop)) {
+		uint64_t first = rnd(&st) % (m->npages - (m->npages > chunk ? chunk : 0) + 1);
+		uint64_t len = (m->npages < chunk ? m->npages : chunk) * m->psz;
+		int64_t r;
+
+		if (rnd(&st) & 1) {
+			r = gpamm_sim_reclaim(m->host, m->hva + first * m->psz, len, chunk);
+			if (r > 0)
+				s->host_reclaimed += (uint64_t)r;
+		} else {
+			r = gpamm_sim_migrate(m->host, m->hva + first * m->psz, len);
+			if (r > 0)
+				s->host_migrated += (uint64_t)r;
+		}
+		usleep(2000);
+	}
+	return NULL;
+}
+
+static void host_events_stop(struct src *s)
+{
+	atomic_store(&s->host_stop, 1);
+	if (s->host_th_on)
+		pthread_join(s->host_th, NULL);
+	s->host_th_on = false;
+}
+
+/* ---- the destination process ---------------------------------------------------- */
+
+static int spawn_destination(struct src *s)
+{
+	int pfd[2];
+	char fdarg[16], runarg[16], tmo[16], line[32] = { 0 };
+	size_t got = 0;
+
+	if (pipe(pfd))
+		return -errno;
+	s->child = fork();
+	if (s->child < 0) {
+		close(pfd[0]);
+		close(pfd[1]);
+		return -errno;
+	}
+	if (!s->child) {
+		close(pfd[0]);
+		snprintf(fdarg, sizeof(fdarg), "%d", pfd[1]);
+		snprintf(runarg, sizeof(runarg), "%u", s->c.run_ms);
+		snprintf(tmo, sizeof(tmo), "%d", s->c.timeout_ms / 1000);
+		execl("/proc/self/exe", "gpamm", "receive", "--listen", "127.0.0.1:0",
+		      "--ready-fd", fdarg, "--run-ms", runarg, "--timeout", tmo, "--quiet",
+		      s->c.checking ? NULL : "--no-checking", (char *)NULL);
+		_exit(127);
+	}
+	close(pfd[1]);
+	while (got < sizeof(line) - 1) {
+		ssize_t n = read(pfd[0], line + got, sizeof(line) - 1 - got);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+		if (memchr(line, '\n', got))
+			break;
+	}
+	close(pfd[0]);
+	if (!memchr(line, '\n', got))
+		return -ECHILD;
+	snprintf(s->c.to_host, sizeof(s->c.to_host), "127.0.0.1");
+	s->c.to_port = (uint16_t)strtoul(line, NULL, 10);
+	return s->c.to_port ? 0 : -ECHILD;
+}
+
+/* ---- sending pages -------------------------------------------------------------- */
+
+static int send_page(struct src *s, uint64_t p)
+{
+	struct mig_vm *m = &s->vm;
+	int r = gpamm_sim_read(m->host, m->hva + p * m->psz, s->buf, m->psz);
+
+	if (r)
+		return r;
+	s->sent[p] = 1;
+	return mig_pages_add(&s->w, 0, p, s->buf);
+}
+
+static int64_t set_bits(const uint64_t *b, uint64_t words)
+{
+	int64_t n = 0;
+
+	for (uint64_t i = 0; i < words; i++)
+		n += __builtin_popcountll(b[i]);
+	return n;
+}
+
+/*
+ * Sync the dirty log into s->bitmap (or-ed in: pages found before and not
+ * sent yet stay set). Manual: GET only (the chunks are cleared when sent);
+ * classic: GET write-protects as it collects; ring: harvest and reset.
+ * Return: pages found dirty now, or -errno.
+ */
+static int64_t sync_dirty(struct src *s)
+{
+	struct mig_vm *m = &s->vm;
+	const uint64_t words = (m->npages + 63) / 64;
 	int r;
 
-	m->psz = 1ULL << c->page_shift;
-	m->npages = c->mem >> c->page_shift;
-	m->gpa = 1ULL << 32;
-	/* room for migration targets and copy-on-write, and a swap area */
-	sc.frames = m->npages + m->npages / 4 + 64;
-	sc.swap_pages = m->npages / 4 + 64;
-	m->host = gpamm_host_sim_create(&sc);
-	if (!m->host)
-		return -ENOMEM;
-	vc.host = m->host;
-	r = gpamm_vm_create(&vc, &m->vm);
-	if (r)
-		return r;
-	if (c->mode == MODE_RING)
-		r = gpamm_vm_enable_dirty_ring(m->vm, 4096);
-	else if (c->mode == MODE_MANUAL)
-		r = gpamm_vm_enable_manual_dirty_log_protect(m->vm, GPAMM_DIRTY_LOG_MANUAL_PROTECT_ENABLE);
-	if (r)
-		return r;
-	r = gpamm_sim_mmap(m->host, c->mem, 0, &m->hva);
-	if (r)
-		return r;
-	struct gpamm_userspace_memory_region reg = {
-		.slot = 0, .guest_phys_addr = m->gpa, .memory_size = c->mem,
-		.userspace_addr = m->hva,
-	};
-	r = gpamm_vm_set_memory_region(m->vm, &reg);
-	if (r)
-		return r;
-	m->vcpu = calloc(c->vcpus, sizeof(*m->vcpu));
-	m->th = calloc(c->vcpus, sizeof(*m->th));
-	m->ring_fetch = calloc(c->vcpus, sizeof(*m->ring_fetch));
-	m->bitmap = calloc((m->npages + 63) / 64, sizeof(uint64_t));
-	m->dest = mmap(NULL, c->mem, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (m->dest == MAP_FAILED)
-		m->dest = NULL;
-	else
-		madvise(m->dest, c->mem, MADV_HUGEPAGE);
-	if (!m->vcpu || !m->th || !m->ring_fetch || !m->bitmap || !m->dest)
-		return -ENOMEM;
-	for (unsigned i = 0; i < c->vcpus; i++) {
-		r = gpamm_vcpu_create(m->vm, i, &m->vcpu[i]);
+	if (s->c.mode == MIG_LOG_RING) {
+		memset(s->tmp, 0, words * 8);
+		for (unsigned i = 0; i < m->c.vcpus; i++) {
+			uint32_t size;
+			struct gpamm_dirty_gfn *g = gpamm_vcpu_dirty_ring(m->vcpu[i], &size);
+
+			/* every entry pushed and not yet harvested (the reset frees them in order) */
+			for (uint32_t k = 0; k < size; k++) {
+				struct gpamm_dirty_gfn *e = &g[k];
+				uint32_t f = __atomic_load_n(&e->flags, __ATOMIC_ACQUIRE);
+
+				if ((f & GPAMM_DIRTY_GFN_F_DIRTY) && !(f & GPAMM_DIRTY_GFN_F_RESET)) {
+					if (e->offset < m->npages)
+						s->tmp[e->offset / 64] |= 1ULL << (e->offset % 64);
+					__atomic_store_n(&e->flags, f | GPAMM_DIRTY_GFN_F_RESET,
+							 __ATOMIC_RELEASE);
+				}
+			}
+		}
+		if (gpamm_vm_reset_dirty_rings(m->vm) < 0)
+			return -EIO;
+	} else {
+		r = gpamm_vm_get_dirty_log(m->vm, 0, s->tmp);
 		if (r)
 			return r;
 	}
-	/* guest RAM starts with contents: a pattern written by the host */
+	for (uint64_t i = 0; i < words; i++)
+		s->bitmap[i] |= s->tmp[i];
+	return set_bits(s->tmp, words);
+}
+
+/* Send every page set in s->bitmap; in manual mode each chunk is cleared
+ * (write-protected) before its pages are read. */
+static int send_dirty(struct src *s, struct round_stat *rs)
+{
+	struct mig_vm *m = &s->vm;
+	uint64_t chunk = CLEAR_CHUNK_BYTES / m->psz;
+
+	chunk = (chunk + 63) & ~63ULL; /* CLEAR wants multiples of 64 pages */
+	for (uint64_t first = 0; first < m->npages; first += chunk) {
+		uint64_t n = m->npages - first < chunk ? m->npages - first : chunk, w0 = first / 64;
+		uint64_t nw = (n + 63) / 64;
+		bool any = false;
+		int r;
+
+		for (uint64_t k = 0; k < nw; k++)
+			any |= s->bitmap[w0 + k] != 0;
+		if (!any)
+			continue;
+		if (s->c.mode == MIG_LOG_MANUAL) {
+			r = gpamm_vm_clear_dirty_log(m->vm, 0, first, n, &s->bitmap[w0]);
+			if (r)
+				return r;
+		}
+		for (uint64_t k = 0; k < nw; k++) {
+			for (uint64_t bits = s->bitmap[w0 + k]; bits; bits &= bits - 1) {
+				uint64_t p = (w0 + k) * 64 + (uint64_t)__builtin_ctzll(bits);
+
+				if (s->c.inject_drop && !s->dropped_one) {
+					s->dropped_one = true; /* the test's lost page */
+					continue;
+				}
+				r = send_page(s, p);
+				if (r)
+					return r;
+				rs->pages++;
+			}
+			s->bitmap[w0 + k] = 0;
+		}
+	}
+	return mig_pages_flush(&s->w);
+}
+
+static void round_begin(struct src *s, uint64_t *bytes0, uint64_t *zero0, double *t0)
+{
+	*bytes0 = s->w.bytes;
+	*zero0 = s->w.zero_pages;
+	*t0 = now_s();
+}
+
+static int round_end(struct src *s, struct round_stat *rs, uint64_t bytes0, uint64_t zero0,
+		     double t0, unsigned round)
+{
+	struct mig_round rec = { .round = round, .pages = rs->pages,
+				 .dirty_rate = (uint64_t)rs->dirty_rate,
+				 .throttle_pct = (uint32_t)s->throttle };
+
+	rs->bytes = s->w.bytes - bytes0;
+	rs->zero_pages = s->w.zero_pages - zero0;
+	rs->seconds = now_s() - t0;
+	rs->throttle = s->throttle;
+	rec.zero_pages = rs->zero_pages;
+	s->rounds[s->nrounds++] = *rs;
+	progress(s, rs->postcopy ? "post-copy" : round ? "pre-copy" : "full copy", rs, round);
+	return mig_write_round(&s->w, &rec);
+}
+
+/* Auto-converge (QEMU's): dirtied more than half of what was sent, twice in a row. */
+static void maybe_throttle(struct src *s, uint64_t dirtied_bytes, uint64_t sent_bytes)
+{
+	if (!s->c.auto_converge || !(dirtied_bytes > sent_bytes / 2))
+		return;
+	if (++s->high_cnt < 2)
+		return;
+	s->high_cnt = 0;
+	s->throttle = s->throttle ? (s->throttle + 10 > 99 ? 99 : s->throttle + 10) : 20;
+	mig_vm_set_throttle(&s->vm, s->throttle);
+}
+
+/* ---- setup ---------------------------------------------------------------------- */
+
+static int setup(struct src *s)
+{
+	struct mig_vm_cfg vc = {
+		.page_shift = s->c.page_shift, .levels = s->c.levels, .vcpus = s->c.vcpus,
+		.mem = s->c.mem, .gpa = 1ULL << 32, .checking = s->c.checking,
+		.ring_size = s->c.mode == MIG_LOG_RING ? 4096 : 0,
+		.manual_protect = s->c.mode == MIG_LOG_MANUAL,
+	};
+	struct mig_vm *m = &s->vm;
+	int r = mig_vm_create(m, &vc);
+
+	if (r)
+		return r;
+	s->bitmap = calloc((m->npages + 63) / 64, 8);
+	s->tmp = calloc((m->npages + 63) / 64, 8);
+	s->sent = calloc(m->npages, 1);
+	s->buf = malloc(m->psz);
+	s->states = calloc(s->c.vcpus, sizeof(*s->states));
+	if (!s->bitmap || !s->tmp || !s->sent || !s->buf || !s->states)
+		return -ENOMEM;
+	/* guest RAM starts full: every word non-zero, different per page */
 	for (uint64_t p = 0; p < m->npages; p++) {
-		uint64_t word[2] = { p, m->c.seed };
-		r = gpamm_sim_write(m->host, m->hva + p * m->psz, word, sizeof(word));
+		uint64_t *w = (uint64_t *)s->buf;
+
+		for (uint64_t i = 0; i < m->psz / 8; i++)
+			w[i] = (p << 20 | i) * 0x9e3779b97f4a7c15ULL | 1;
+		r = gpamm_sim_write(m->host, m->hva + p * m->psz, s->buf, m->psz);
+		if (r)
+			return r;
+	}
+	for (unsigned i = 0; i < s->c.vcpus; i++) {
+		struct mig_guest_cfg gc = {
+			.id = i, .nvcpus = s->c.vcpus, .page_shift = s->c.page_shift,
+			.hot_pct = s->c.hot_pct, .hot_writes = s->c.hot_writes,
+			.npages = m->npages, .gpa = vc.gpa, .rate = s->c.rate, .seed = s->c.seed,
+		};
+		struct gpamm_regs regs;
+
+		mig_guest_init_regs(&regs, &gc);
+		r = gpamm_vcpu_set_regs(m->vcpu[i], &regs);
 		if (r)
 			return r;
 	}
 	return 0;
 }
 
-static void report(const struct mig *m, uint64_t bad, double total_s,
-		   const struct gpamm_vm_stats *st, const struct gpamm_host_stats *hs_after,
-		   const struct gpamm_live *live)
+static int connect_channels(struct src *s)
 {
-	const struct mig_cfg *c = &m->c;
-	uint64_t copied = 0, final = m->rounds[m->nrounds - 1].dirty;
-	double downtime_ms = (double)final * (double)m->psz * 8.0 / (c->link_gbps * 1e9) * 1e3;
+	struct mig_hello h = { .version = MIG_VERSION, .channel = MIG_CH_MAIN };
+	struct mig_slot slot = { .slot = 0, .flags = 0, .gpa = s->vm.c.gpa, .size = s->c.mem };
+	struct mig_config cfg = {
+		.page_shift = s->c.page_shift, .levels = s->c.levels, .vcpus = s->c.vcpus,
+		.log_mode = s->c.mode, .ring_size = s->vm.c.ring_size, .nslots = 1, .slots = &slot,
+		.seed = s->c.seed, .hot_pct = s->c.hot_pct, .hot_writes = s->c.hot_writes,
+		.rate = s->c.rate,
+	};
+	int r;
+
+	s->session = s->c.seed * 0x9e3779b97f4a7c15ULL ^ mig_now_ns();
+	h.session = s->session;
+	r = mig_connect(s->c.to_host, s->c.to_port, s->c.timeout_ms, &s->main);
+	if (r)
+		return r;
+	s->main.timeout_ms = s->c.timeout_ms;
+	s->main.cap_bps = (double)s->c.max_bw;
+	r = mig_writer_init(&s->w, &s->main, (uint32_t)s->vm.psz);
+	if (!r)
+		r = mig_reader_init(&s->ackr, &s->main);
+	if (!r)
+		r = mig_write_hello(&s->w, &h);
+	if (r)
+		return r;
+	r = mig_connect(s->c.to_host, s->c.to_port, s->c.timeout_ms, &s->pc);
+	if (r)
+		return r;
+	s->pc.timeout_ms = -1; /* the page server waits as long as the destination runs */
+	h.channel = MIG_CH_POSTCOPY;
+	r = mig_writer_init(&s->pw, &s->pc, (uint32_t)s->vm.psz);
+	if (!r)
+		r = mig_reader_init(&s->reqr, &s->pc);
+	if (!r)
+		r = mig_write_hello(&s->pw, &h);
+	if (!r)
+		r = mig_write_config(&s->w, &cfg);
+	s->ackr.page_size = s->reqr.page_size = (uint32_t)s->vm.psz;
+	return r;
+}
+
+static int set_logging(struct src *s, bool on)
+{
+	struct gpamm_userspace_memory_region reg = {
+		.slot = 0, .flags = on ? GPAMM_MEM_LOG_DIRTY_PAGES : 0,
+		.guest_phys_addr = s->vm.c.gpa, .memory_size = s->c.mem,
+		.userspace_addr = s->vm.hva,
+	};
+
+	return gpamm_vm_set_memory_region(s->vm.vm, &reg);
+}
+
+/* ---- the post-copy page server -------------------------------------------------- */
+
+static void *page_server(void *arg)
+{
+	struct src *s = arg;
+	uint8_t *buf = malloc(s->vm.psz);
+
+	while (buf) {
+		struct mig_req q;
+		int r = mig_read_record(&s->reqr);
+
+		if (r || s->reqr.type != MIG_REQ || mig_decode_req(&s->reqr, &q) || q.slot ||
+		    q.index >= s->vm.npages)
+			break;
+		/* the source's memory no longer changes: its vCPUs are stopped */
+		if (gpamm_sim_read(s->vm.host, s->vm.hva + q.index * s->vm.psz, buf, s->vm.psz) ||
+		    mig_write_page(&s->pw, 0, q.index, buf))
+			break;
+		atomic_fetch_add(&s->served, 1);
+	}
+	free(buf);
+	return NULL;
+}
+
+/* ---- the switchover -------------------------------------------------------------- */
+
+static int send_switchover(struct src *s, bool postcopy)
+{
+	struct mig_switchover sw = { .postcopy = postcopy, .nvcpus = s->c.vcpus,
+				     .vcpus = s->states };
+	uint64_t *discard = NULL, nd = 0;
+	int r;
+
+	for (unsigned i = 0; i < s->c.vcpus; i++) {
+		s->states[i].id = i;
+		r = gpamm_vcpu_get_regs(s->vm.vcpu[i], &s->states[i].regs);
+		if (r)
+			return r;
+	}
+	if (postcopy) {
+		/* the pages sent once and dirtied since: the destination drops them */
+		discard = malloc(s->vm.npages * sizeof(*discard));
+		if (!discard)
+			return -ENOMEM;
+		for (uint64_t p = 0; p < s->vm.npages; p++)
+			if (s->sent[p] && (s->bitmap[p / 64] >> (p % 64) & 1))
+				discard[nd++] = p;
+		sw.ndiscard = nd;
+		sw.discard = discard;
+	}
+	r = mig_write_switchover(&s->w, &sw);
+	free(discard);
+	return r;
+}
+
+static int wait_ack(struct src *s, unsigned what, struct mig_ack *a)
+{
+	int r = mig_read_record(&s->ackr);
+
+	if (r) {
+		snprintf(s->why, sizeof(s->why), "waiting for the destination: %s",
+			 r == -EPROTO ? s->ackr.err : strerror(-r));
+		return r;
+	}
+	if (s->ackr.type != MIG_ACK || mig_decode_ack(&s->ackr, a) || a->what != what) {
+		snprintf(s->why, sizeof(s->why), "the destination sent something else than the "
+			 "acknowledge expected");
+		return -EPROTO;
+	}
+	return 0;
+}
+
+static int put_word(void *arg, uint64_t gpa, uint64_t val)
+{
+	struct src *s = arg;
+
+	return gpamm_sim_write(s->vm.host, s->vm.hva + (gpa - s->vm.c.gpa), &val, 8);
+}
+
+/* After ACK(done): the source's image plus the destination's writes must be its memory. */
+static int verify(struct src *s)
+{
+	struct mig_ack *a = &s->done;
+
+	s->replayed = 0;
+	if (a->nvcpus != s->c.vcpus)
+		return -EPROTO;
+	for (uint32_t i = 0; i < a->nvcpus; i++) {
+		uint32_t id = a->vcpus[i].id;
+		int64_t n;
+
+		if (id >= s->c.vcpus)
+			return -EPROTO;
+		n = mig_guest_replay(&s->states[id].regs, &a->vcpus[i].regs, put_word, s);
+		if (n < 0)
+			return -EPROTO;
+		s->replayed += n;
+	}
+	return mig_vm_hash(&s->vm, &s->expect_hash);
+}
+
+/* ---- the migration ---------------------------------------------------------------- */
+
+static int full_pass(struct src *s, bool *switch_now)
+{
+	struct mig_vm *m = &s->vm;
+	struct round_stat rs = { 0 };
+	uint64_t b0, z0, w0 = atomic_load(&m->ctl.writes);
+	uint64_t stop_at = s->c.postcopy && s->c.postcopy_after < 0
+				   ? m->npages * s->c.postcopy_pct / 100 : m->npages;
+	double t0;
+	int r;
+
+	round_begin(s, &b0, &z0, &t0);
+	for (uint64_t p = 0; p < m->npages; p++) {
+		if (p >= stop_at) {
+			*switch_now = true;
+			break;
+		}
+		r = send_page(s, p);
+		if (r)
+			return r;
+		rs.pages++;
+	}
+	r = mig_pages_flush(&s->w);
+	if (r)
+		return r;
+	s->copy_write_rate = (double)(atomic_load(&m->ctl.writes) - w0) /
+			     (now_s() - t0) / s->c.vcpus;
+	return round_end(s, &rs, b0, z0, t0, 0);
+}
+
+static int migrate(struct src *s)
+{
+	struct mig_vm *m = &s->vm;
+	bool switch_now = false, postcopy = false;
+	double t_sync = now_s();
+	struct mig_end end = { 0 };
+	struct mig_ack resumed;
+	int r;
+
+	r = set_logging(s, true);
+	if (r)
+		return r;
+	r = full_pass(s, &switch_now);
+	if (r)
+		return r;
+	postcopy = switch_now;
+	for (unsigned round = 1; !switch_now; round++) {
+		struct round_stat rs = { 0 };
+		const struct round_stat *prev = &s->rounds[s->nrounds - 1];
+		double bw = prev->seconds > 0 ? (double)prev->bytes / prev->seconds : 0, t;
+		uint64_t b0, z0;
+		int64_t n;
+
+		round_begin(s, &b0, &z0, &t);
+		n = sync_dirty(s);
+		if (n < 0)
+			return (int)n;
+		rs.dirty_rate = (double)n / (t - t_sync);
+		t_sync = t;
+		maybe_throttle(s, (uint64_t)n * m->psz, prev->bytes);
+		/* QEMU's test: what is left fits the downtime limit at this bandwidth */
+		uint64_t left = (uint64_t)set_bits(s->bitmap, (m->npages + 63) / 64) * m->psz;
+		if ((bw > 0 && (double)left / bw * 1e3 <= s->c.downtime_ms) ||
+		    round > s->c.max_rounds) {
+			switch_now = true;
+			break;
+		}
+		if (s->c.postcopy && s->c.postcopy_after >= 0 &&
+		    (int)round > s->c.postcopy_after) {
+			switch_now = postcopy = true;
+			break;
+		}
+		r = send_dirty(s, &rs);
+		if (r)
+			return r;
+		r = round_end(s, &rs, b0, z0, t, round);
+		if (r)
+			return r;
+	}
+
+	/* the switchover: every vCPU out of guest mode first */
+	r = mig_vm_pause(m);
+	if (r)
+		return r;
+	s->stop_ns = atomic_load(&m->first_stop_ns);
+	host_events_stop(s);
+	mig_vm_set_throttle(m, 0);
+	{
+		struct round_stat rs = { .postcopy = postcopy };
+		uint64_t b0, z0;
+		double t;
+
+		round_begin(s, &b0, &z0, &t);
+		r = (int)sync_dirty(s); /* every ring harvested, the last GET */
+		if (r < 0)
+			return r;
+		if (!postcopy) {
+			r = send_dirty(s, &rs); /* CLEARs the chunks too */
+			if (r)
+				return r;
+			r = mig_vm_hash(m, &s->memory_hash);
+			if (!r)
+				r = send_switchover(s, false);
+			end.memory_hash = s->memory_hash;
+			if (!r)
+				r = mig_write_end(&s->w, &end);
+			if (!r)
+				r = round_end(s, &rs, b0, z0, t, s->nrounds);
+			if (r)
+				return r;
+		} else {
+			r = send_switchover(s, true);
+			if (r)
+				return r;
+			if (pthread_create(&s->ps_th, NULL, page_server, s))
+				return -EAGAIN;
+			s->ps_on = true;
+			/* the background stream: every page not sent, or sent and dirtied since */
+			for (uint64_t p = 0; p < m->npages; p++) {
+				if (s->sent[p] && !(s->bitmap[p / 64] >> (p % 64) & 1))
+					continue;
+				r = send_page(s, p);
+				if (r)
+					return r;
+				rs.pages++;
+			}
+			memset(s->bitmap, 0, (m->npages + 63) / 64 * 8);
+			r = mig_pages_flush(&s->w);
+			if (!r)
+				r = mig_vm_hash(m, &s->memory_hash);
+			end.memory_hash = s->memory_hash;
+			if (!r)
+				r = mig_write_end(&s->w, &end);
+			if (!r)
+				r = round_end(s, &rs, b0, z0, t, s->nrounds);
+			if (r)
+				return r;
+		}
+	}
+	s->switched = true;
+	r = wait_ack(s, MIG_ACK_RESUMED, &resumed);
+	if (r)
+		return r;
+	s->acked = true;
+	s->resume_ns = resumed.resume_ns;
+	s->downtime_ms = ((double)s->resume_ns - (double)s->stop_ns) * 1e-6;
+	/* logging is torn down after the acknowledge, outside the downtime */
+	set_logging(s, false);
+	r = wait_ack(s, MIG_ACK_DONE, &s->done);
+	if (r)
+		return r;
+	return verify(s);
+}
+
+/* ---- the report ----------------------------------------------------------------- */
+
+static void report(const struct src *s, const struct gpamm_vm_stats *st, int dest_status)
+{
+	const struct src_cfg *c = &s->c;
+	const char *verdict = s->failure ? "FAILED" : s->expect_hash == s->done.hash ? "exact" : "MISMATCH";
+	uint64_t pages = 0, bytes = 0, zero = 0;
 	char layout[32], mem[32];
 
-	for (unsigned i = 0; i < m->nrounds; i++)
-		copied += m->rounds[i].dirty;
+	for (unsigned i = 0; i < s->nrounds; i++) {
+		pages += s->rounds[i].pages;
+		bytes += s->rounds[i].bytes;
+		zero += s->rounds[i].zero_pages;
+	}
 	cli_layout_name(c->page_shift, c->levels, layout, sizeof(layout));
 	cli_size(c->mem, mem, sizeof(mem));
 	if (c->json) {
 		printf("{\"layout\":\"%s\",\"mem_bytes\":%" PRIu64 ",\"vcpus\":%u,\"mode\":\"%s\","
-		       "\"seed\":%" PRIu64 ",\"rate\":%" PRIu64 ",\"checking\":%s,\"rounds\":[",
+		       "\"seed\":%" PRIu64 ",\"rate\":%" PRIu64 ",\"checking\":%s,\"postcopy\":%s,"
+		       "\"rounds\":[",
 		       layout, c->mem, c->vcpus, mode_name(c->mode), c->seed, c->rate,
-		       c->checking ? "true" : "false");
-		for (unsigned i = 0; i < m->nrounds; i++)
-			printf("%s{\"pages\":%" PRIu64 ",\"seconds\":%.6f}", i ? "," : "",
-			       m->rounds[i].dirty, m->rounds[i].seconds);
-		printf("],\"precopy_rounds\":%u,\"pages_copied\":%" PRIu64 ",\"bytes_copied\":%" PRIu64
-		       ",\"final_dirty_pages\":%" PRIu64 ",\"downtime_ms\":%.3f,\"link_gbps\":%.3f,"
-		       "\"guest_writes\":%" PRIu64 ",\"faults\":%" PRIu64 ",\"host_reclaimed\":%" PRIu64
-		       ",\"host_migrated\":%" PRIu64 ",\"mismatched_pages\":%" PRIu64
-		       ",\"verdict\":\"%s\",\"stale_accesses\":%" PRIu64 ",\"seconds\":%.3f,"
-		       "\"after_destroy\":{\"frames_live\":%" PRIu64 ",\"pinned\":%" PRIu64
-		       ",\"vms\":%" PRIu64 ",\"vcpus\":%" PRIu64 ",\"table_pools\":%" PRIu64
-		       ",\"threads\":%" PRIu64 "}}\n",
-		       m->nrounds - 2, copied, copied * m->psz, final, downtime_ms, c->link_gbps,
-		       (uint64_t)atomic_load(&m->writes), st->faults, m->host_reclaimed,
-		       m->host_migrated, bad, bad ? "MISMATCH" : "exact", st->stale_accesses, total_s,
-		       hs_after->frames_live, hs_after->pinned, live->vms, live->vcpus, live->tpools,
-		       live->threads);
+		       c->checking ? "true" : "false", c->postcopy ? "true" : "false");
+		for (unsigned i = 0; i < s->nrounds; i++) {
+			const struct round_stat *r = &s->rounds[i];
+			printf("%s{\"pages\":%" PRIu64 ",\"zero_pages\":%" PRIu64 ",\"bytes\":%" PRIu64
+			       ",\"dirty_rate\":%.0f,\"throttle\":%d,\"seconds\":%.6f,\"postcopy\":%s}",
+			       i ? "," : "", r->pages, r->zero_pages, r->bytes, r->dirty_rate, r->throttle,
+			       r->seconds, r->postcopy ? "true" : "false");
+		}
+		printf("],\"pages_sent\":%" PRIu64 ",\"bytes_sent\":%" PRIu64 ",\"zero_pages\":%" PRIu64
+		       ",\"downtime_ms\":%.3f,\"total_s\":%.3f,\"copy_write_rate\":%.0f,"
+		       "\"source_hash\":\"%016" PRIx64 "\",\"expected_hash\":\"%016" PRIx64
+		       "\",\"destination_hash\":\"%016" PRIx64 "\",\"replayed_writes\":%" PRId64
+		       ",\"dest_writes\":%" PRIu64 ",\"postcopy_requests\":%" PRIu64
+		       ",\"postcopy_served\":%" PRIu64 ",\"request_p50_us\":%.1f,\"request_p99_us\":%.1f"
+		       ",\"guest_writes\":%" PRIu64 ",\"faults\":%" PRIu64 ",\"host_reclaimed\":%" PRIu64
+		       ",\"host_migrated\":%" PRIu64 ",\"stale_accesses\":%" PRIu64
+		       ",\"destination_status\":%d,\"verdict\":\"%s\"%s%s%s}\n",
+		       pages, bytes, zero, s->downtime_ms, s->total_s, s->copy_write_rate,
+		       s->memory_hash, s->expect_hash, s->done.hash, s->replayed, s->done.writes,
+		       s->done.requests, (uint64_t)atomic_load(&s->served),
+		       (double)s->done.req_p50_ns / 1e3, (double)s->done.req_p99_ns / 1e3,
+		       (uint64_t)atomic_load(&s->vm.ctl.writes), st->faults, s->host_reclaimed,
+		       s->host_migrated, st->stale_accesses, dest_status, verdict,
+		       s->failure ? ",\"failure\":\"" : "", s->failure ? s->why : "",
+		       s->failure ? "\"" : "");
 		return;
 	}
-	printf("\ngpamm migrate: %s of guest memory, %s, %u vCPUs, %s dirty log, sim host%s\n",
-	       mem, layout, c->vcpus, mode_name(c->mode), c->checking ? " (checking every access)" : "");
+	printf("\ngpamm migrate: %s of guest memory, %s, %u vCPUs, %s dirty log, sim host%s, to %s:%u%s\n",
+	       mem, layout, c->vcpus, mode_name(c->mode), c->checking ? " (checking every access)" : "",
+	       c->to_host, c->to_port, c->have_to ? "" : " (a destination process started here)");
 	printf("  workload: %" PRIu64 " writes/s per vCPU%s, %u%% of writes to %u%% of pages; seed %" PRIu64 "\n",
 	       c->rate, c->rate ? "" : " (unthrottled)", c->hot_writes, c->hot_pct, c->seed);
-	printf("  rounds:   full copy, %u pre-copy, stop-and-copy\n", m->nrounds - 2);
-	printf("    round   pages copied   seconds\n");
-	for (unsigned i = 0; i < m->nrounds; i++)
-		printf("    %5u   %12" PRIu64 "   %7.3f%s\n", i, m->rounds[i].dirty, m->rounds[i].seconds,
-		       i == 0 ? "  (full copy)" : i == m->nrounds - 1 ? "  (stop-and-copy)" : "");
-	printf("  copied:   %" PRIu64 " pages, %.1f MiB\n", copied, (double)(copied * m->psz) / (1 << 20));
-	printf("  final dirty set: %" PRIu64 " pages -> %.3f ms downtime at %.1f Gbit/s\n",
-	       final, downtime_ms, c->link_gbps);
-	printf("  guest writes: %" PRIu64 ", faults %" PRIu64 "; host: %" PRIu64 " pages reclaimed, %"
-	       PRIu64 " migrated\n", (uint64_t)atomic_load(&m->writes), st->faults,
-	       m->host_reclaimed, m->host_migrated);
-	printf("  verification: %s (%" PRIu64 " of %" PRIu64 " pages differ)\n",
-	       bad ? "MISMATCH" : "exact copy", bad, m->npages);
-	printf("  stale accesses seen by the host: %" PRIu64 "%s\n", st->stale_accesses,
-	       c->checking ? "" : " (checking off)");
-	printf("  after destroy: %" PRIu64 " frames live, %" PRIu64 " pins, %" PRIu64 " VMs, %"
-	       PRIu64 " vCPUs, %" PRIu64 " table pools, %" PRIu64 " library threads\n",
-	       hs_after->frames_live, hs_after->pinned, live->vms, live->vcpus, live->tpools,
-	       live->threads);
-	printf("  time: %.2f s\n", total_s);
+	printf("    round      pages       zero   MiB sent  dirty pages/s  throttle   seconds\n");
+	for (unsigned i = 0; i < s->nrounds; i++) {
+		const struct round_stat *r = &s->rounds[i];
+		printf("    %5u %10" PRIu64 " %10" PRIu64 " %10.1f %14.0f %8d%% %9.3f%s\n", i, r->pages,
+		       r->zero_pages, (double)r->bytes / (1 << 20), r->dirty_rate, r->throttle, r->seconds,
+		       i == 0 ? "  (full copy)" : r->postcopy ? "  (post-copy background)"
+		       : i == s->nrounds - 1 && s->switched ? "  (switchover)" : "");
+	}
+	printf("  sent: %" PRIu64 " pages (%" PRIu64 " as zero pages), %.1f MiB on the wire\n", pages,
+	       zero, (double)bytes / (1 << 20));
+	printf("  guest writes during the full copy: %.0f/s per vCPU (asked %" PRIu64 ")\n",
+	       s->copy_write_rate, c->rate);
+	if (s->acked)
+		printf("  downtime: %.3f ms (destination resumed - first vCPU stop, CLOCK_MONOTONIC)\n",
+		       s->downtime_ms);
+	if (c->postcopy && s->acked)
+		printf("  post-copy: %" PRIu64 " pages requested by the destination (%" PRIu64
+		       " served), latency median %.1f us, p99 %.1f us\n", s->done.requests,
+		       (uint64_t)atomic_load(&s->served), (double)s->done.req_p50_ns / 1e3,
+		       (double)s->done.req_p99_ns / 1e3);
+	printf("  memory hash: source at switchover %016" PRIx64 ", with the destination's %" PRId64
+	       " writes replayed %016" PRIx64 ", destination %016" PRIx64 "\n",
+	       s->memory_hash, s->replayed, s->expect_hash, s->done.hash);
+	printf("  verdict: %s%s%s\n", verdict, s->failure ? ": " : "", s->failure ? s->why : "");
+	printf("  guest writes %" PRIu64 ", faults %" PRIu64 "; host: %" PRIu64 " pages reclaimed, %"
+	       PRIu64 " migrated; stale accesses %" PRIu64 "%s\n",
+	       (uint64_t)atomic_load(&s->vm.ctl.writes), st->faults, s->host_reclaimed,
+	       s->host_migrated, st->stale_accesses, c->checking ? "" : " (checking off)");
+	printf("  time: %.2f s; destination exit status %d\n", s->total_s, dest_status);
+}
+
+static void plot(const struct src *s)
+{
+	char data[] = "/tmp/gpamm-plot-XXXXXX";
+	int fd = mkstemp(data);
+	FILE *f, *gp;
+
+	if (fd < 0)
+		return;
+	f = fdopen(fd, "w");
+	for (unsigned i = 0; i < s->nrounds; i++)
+		fprintf(f, "%u %" PRIu64 " %.0f\n", i, s->rounds[i].pages, s->rounds[i].dirty_rate);
+	fclose(f);
+	if (system("command -v gnuplot >/dev/null 2>&1")) {
+		fprintf(stderr, "gpamm migrate: --plot needs gnuplot: run 'scripts/deps.sh plot' "
+				"(as root it installs gnuplot-nox) or apt-get install -y gnuplot-nox\n");
+		unlink(data);
+		return;
+	}
+	gp = popen("gnuplot", "w");
+	if (gp) {
+		fprintf(gp, "set terminal svg size 800,450\nset output '%s'\n"
+			    "set title 'gpamm migrate: pages sent and dirty rate per round'\n"
+			    "set xlabel 'round (0 = full copy, last = switchover)'\n"
+			    "set xtics 1\nset mxtics 1\nset format x '%%.0f'\n"
+			    "set ylabel 'pages'\nset y2label 'pages dirtied per second'\n"
+			    "set ytics nomirror\nset y2tics\nset grid\n"
+			    "plot '%s' using 1:2 with linespoints title 'pages sent', "
+			    "'' using 1:3 axes x1y2 with linespoints title 'dirty rate'\n",
+			s->c.plot, data);
+		pclose(gp);
+	}
+	unlink(data);
 }
 
 static int run(int argc, char **argv)
 {
-	struct mig *m = calloc(1, sizeof(*m));
-	struct gpamm_vm_stats st;
-	struct gpamm_host_stats hs;
-	struct gpamm_live live;
-	uint64_t bad = 0;
-	double t0 = now_s(), t;
-	int64_t n;
-	int r, ret = CLI_EXIT_FAIL;
+	struct src *s = calloc(1, sizeof(*s));
+	struct gpamm_vm_stats st = { 0 };
+	double t0 = now_s();
+	int r, ret = CLI_EXIT_FAIL, dest_status = -1;
 
-	if (!m)
+	if (!s)
 		return CLI_EXIT_FAIL;
-	r = parse(&m->c, argc, argv);
+	r = parse(&s->c, argc, argv);
 	if (r) {
-		free(m);
+		free(s);
 		return r < 0 ? CLI_EXIT_OK : r;
 	}
-	r = setup(m);
+	signal(SIGPIPE, SIG_IGN);
+	s->main.fd = s->pc.fd = -1;
+	r = setup(s);
 	if (r) {
 		fprintf(stderr, "gpamm migrate: setup failed: %s\n", strerror(-r));
 		goto out;
 	}
-	/* the guest runs; the host does its own things */
-	for (unsigned i = 0; i < m->c.vcpus; i++) {
-		struct vcpu_arg *a = malloc(sizeof(*a));
-		*a = (struct vcpu_arg){ m, i };
-		gpamm_vcpu_set_guest(m->vcpu[i], guest, a, 0);
-		pthread_create(&m->th[i], NULL, vcpu_thread, a);
-	}
-	if (m->c.host_events)
-		pthread_create(&m->host_th, NULL, host_thread, m);
-	usleep(20000);
-
-	/* logging on (write-protects the slot), then the full copy */
-	struct gpamm_userspace_memory_region reg = {
-		.slot = 0, .flags = GPAMM_MEM_LOG_DIRTY_PAGES, .guest_phys_addr = m->gpa,
-		.memory_size = m->c.mem, .userspace_addr = m->hva,
-	};
-	r = gpamm_vm_set_memory_region(m->vm, &reg);
-	if (r)
-		goto fail;
-	t = now_s();
-	/* in chunks: the host's lock is not held across the whole copy */
-	for (uint64_t p = 0; p < m->npages; p += 256) {
-		uint64_t np = m->npages - p < 256 ? m->npages - p : 256;
-		r = gpamm_sim_read(m->host, m->hva + p * m->psz, m->dest + p * m->psz, np * m->psz);
-		if (r)
-			goto fail;
-		/* a mutex is not fair: let a vCPU waiting for the host's lock in */
-		sched_yield();
-	}
-	m->rounds[m->nrounds++] = (struct round_stat){ m->npages, now_s() - t };
-	progress(m, "full copy", 0, m->npages, now_s() - t);
-
-	/* pre-copy until the dirty set fits in the downtime budget */
-	uint64_t budget = (uint64_t)(m->c.link_gbps * 1e9 / 8 * m->c.max_downtime_ms / 1e3) / m->psz;
-	for (unsigned round = 1; round <= m->c.max_rounds; round++) {
-		t = now_s();
-		n = collect(m);
-		if (n < 0 || copy_dirty(m)) {
-			r = n < 0 ? (int)n : -EIO;
-			goto fail;
+	if (!s->c.have_to) {
+		r = spawn_destination(s);
+		if (r) {
+			fprintf(stderr, "gpamm migrate: cannot start the destination: %s\n", strerror(-r));
+			goto out;
 		}
-		m->rounds[m->nrounds++] = (struct round_stat){ (uint64_t)n, now_s() - t };
-		progress(m, "pre-copy", round, (uint64_t)n, now_s() - t);
-		if ((uint64_t)n <= budget)
-			break;
 	}
-
-	/* stop-and-copy: vCPUs parked outside guest mode, then the last round */
-	pause_vcpus(m);
-	atomic_store(&m->host_stop, 1);
-	if (m->c.host_events)
-		pthread_join(m->host_th, NULL);
-	t = now_s();
-	n = collect(m);
-	if (n < 0 || copy_dirty(m)) {
-		r = n < 0 ? (int)n : -EIO;
-		goto fail_stopped;
+	r = mig_vm_start(&s->vm);
+	if (!r && s->c.host_events) {
+		if (!pthread_create(&s->host_th, NULL, host_thread, s))
+			s->host_th_on = true;
 	}
-	m->rounds[m->nrounds++] = (struct round_stat){ (uint64_t)n, now_s() - t };
-	progress(m, "stop-and-copy", m->nrounds - 1, (uint64_t)n, now_s() - t);
-	if (!m->c.json)
+	if (!r) {
+		usleep(20000); /* the guest runs before the migration starts */
+		r = connect_channels(s);
+		if (r)
+			snprintf(s->why, sizeof(s->why), "cannot reach %s:%u: %s", s->c.to_host,
+				 s->c.to_port, strerror(-r));
+	}
+	if (!r) {
+		r = migrate(s);
+		if (r && !s->why[0])
+			snprintf(s->why, sizeof(s->why), "%s", strerror(r < 0 ? -r : r));
+	}
+	if (!s->c.json)
 		fputc('\n', stderr);
-	bad = verify(m);
-	ret = bad || atomic_load(&m->vcpu_error) ? CLI_EXIT_FAIL : CLI_EXIT_OK;
-	goto finish;
+	if (r && !s->acked) {
+		/* fail safe: the destination never took over; the guest goes on here */
+		uint64_t w0 = atomic_load(&s->vm.ctl.writes);
 
-fail:
-	atomic_store(&m->host_stop, 1);
-	if (m->c.host_events)
-		pthread_join(m->host_th, NULL);
-fail_stopped:
-	fprintf(stderr, "\ngpamm migrate: %s\n", strerror(-r));
-	ret = CLI_EXIT_FAIL;
-finish:
-	atomic_store(&m->stop, 1);
-	atomic_store(&m->pause, 0);
-	for (unsigned i = 0; i < m->c.vcpus; i++)
-		pthread_join(m->th[i], NULL);
-	gpamm_vm_stats(m->vm, &st);
-	gpamm_vm_destroy(m->vm);
-	m->vm = NULL;
-	gpamm_sim_munmap(m->host, m->hva, m->c.mem);
-	gpamm_host_stats(m->host, &hs);
-	gpamm_live_objects(&live);
-	if (m->nrounds >= 2)
-		report(m, bad, now_s() - t0, &st, &hs, &live);
-	if (m->c.plot && m->nrounds >= 2)
-		plot(m);
-	if (hs.frames_live || hs.pinned || live.vms || live.vcpus || live.tpools || live.threads)
-		ret = CLI_EXIT_FAIL;
+		s->failure = "before the switchover was acknowledged";
+		mig_vm_set_throttle(&s->vm, 0);
+		mig_vm_resume(&s->vm);
+		set_logging(s, false);
+		usleep(100000);
+		fprintf(stderr, "gpamm migrate: migration failed (%s); the guest resumed on the "
+			"source and goes on running (%" PRIu64 " writes in 0.1 s)\n", s->why,
+			(uint64_t)atomic_load(&s->vm.ctl.writes) - w0);
+	} else if (r) {
+		s->failure = "after the switchover";
+		fprintf(stderr, "gpamm migrate: %s\n", s->why);
+	}
+	host_events_stop(s);
+	mig_vm_join(&s->vm);
+	if (s->pc.fd >= 0)
+		shutdown(s->pc.fd, SHUT_RDWR);
+	if (s->ps_on)
+		pthread_join(s->ps_th, NULL);
+	mig_close(&s->main);
+	mig_close(&s->pc);
+	if (s->child > 0) {
+		int wst;
+
+		if (r && !s->acked)
+			kill(s->child, SIGTERM);
+		if (waitpid(s->child, &wst, 0) == s->child)
+			dest_status = WIFEXITED(wst) ? WEXITSTATUS(wst) : 128 + WTERMSIG(wst);
+	}
+	s->total_s = now_s() - t0;
+	gpamm_vm_stats(s->vm.vm, &st);
+	if (s->nrounds)
+		report(s, &st, dest_status);
+	if (s->c.plot && s->nrounds)
+		plot(s);
+	ret = !r && s->expect_hash == s->done.hash && !atomic_load(&s->vm.vcpu_error) &&
+			      !st.stale_accesses ? CLI_EXIT_OK : CLI_EXIT_FAIL;
 out:
-	if (m->vm)
-		gpamm_vm_destroy(m->vm);
-	gpamm_host_destroy(m->host);
-	free(m->vcpu);
-	free(m->th);
-	free(m->ring_fetch);
-	free(m->bitmap);
-	if (m->dest)
-		munmap(m->dest, m->c.mem);
-	free(m);
+	if (s->child > 0 && dest_status < 0) {
+		kill(s->child, SIGTERM);
+		waitpid(s->child, NULL, 0);
+	}
+	mig_vm_destroy(&s->vm);
+	mig_writer_free(&s->w);
+	mig_writer_free(&s->pw);
+	mig_reader_free(&s->ackr);
+	mig_reader_free(&s->reqr);
+	free(s->done.vcpus);
+	free(s->bitmap);
+	free(s->tmp);
+	free(s->sent);
+	free(s->buf);
+	free(s->states);
+	free(s);
 	return ret;
 }
 
 const struct cli_cmd cli_cmd_migrate = {
-	"migrate", "live-migrate a running guest through the dirty log and verify the copy",
+	"migrate", "live-migrate a running guest to another process over TCP and verify it",
 	run, usage,
 };

@@ -19,6 +19,7 @@ static const struct cli_cmd *const cmds[] = {
 	&cli_cmd_migrate,
 	&cli_cmd_bench,
 	&cli_cmd_replay,
+	&cli_cmd_receive,
 };
 #define NR_CMDS (sizeof(cmds) / sizeof(cmds[0]))
 

@@ -74,6 +74,8 @@ struct mig_ack {
 	uint64_t hash;
 	uint32_t nvcpus;    /* DONE: the vCPUs' registers at their stop */
 	struct mig_vcpu_state *vcpus; /* owned by the reader (free()) */
+	/* DONE: what the destination saw (post-copy requests: count, latency) */
+	uint64_t writes, requests, req_p50_ns, req_p99_ns;
 };
 
 struct mig_req {
