@@ -23,7 +23,7 @@ WARN    += -Werror
 endif
 CPPFLAGS += -Iinclude -Isrc -D_GNU_SOURCE $(URCU_INLINE)
 ALL_CFLAGS = -std=c11 -fPIC -pthread $(WARN) $(CFLAGS) $(SANFLAGS)
-LDLIBS  += -lurcu-bp -pthread -lm
+LDLIBS  += -lurcu-bp -lxxhash -pthread -lm
 
 # liburcu's read-side primitives inlined (a few ns instead of a call of
 # about 30 ns on every walk). Not under the sanitizers: UBSan flags the
@@ -50,6 +50,11 @@ LIB_SRCS   := $(wildcard src/*.c src/arch/loongarch/*.c src/host/*.c)
 LIB_OBJS   := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 CLI_SRCS   := $(wildcard tools/gpamm/*.c)
 CLI_OBJS   := $(CLI_SRCS:%.c=$(BUILD)/%.o)
+# Migration: the stream format and its transport (tools/gpamm/mig/), in the
+# CLI and in the tests named test_mig_*.
+MIG_SRCS   := $(wildcard tools/gpamm/mig/*.c)
+MIG_OBJS   := $(MIG_SRCS:%.c=$(BUILD)/%.o)
+MIG_TESTS  := $(filter $(BUILD)/tests/unit/test_mig_%,$(patsubst %.c,$(BUILD)/%,$(wildcard tests/unit/*.c)))
 HARN_SRCS  := $(wildcard tests/harness/*.c)
 HARN_OBJS  := $(HARN_SRCS:%.c=$(BUILD)/%.o)
 TEST_SRCS  := $(wildcard tests/unit/*.c tests/model/*.c tests/stress/*.c)
@@ -86,12 +91,19 @@ $(LIB_SO): $(LIB_OBJS)
 	$(CC) -shared $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(CLI_OBJS) $(BENCH_OBJS): CPPFLAGS += -Ibench
-$(CLI): $(CLI_OBJS) $(BENCH_OBJS) $(LIB_A)
-	$(CC) $(ALL_CFLAGS) -o $@ $(CLI_OBJS) $(BENCH_OBJS) $(LIB_A) $(LDLIBS)
+$(CLI_OBJS) $(MIG_OBJS): CPPFLAGS += -Itools/gpamm
+$(MIG_OBJS): | $(DEPS_OK)
+$(CLI): $(CLI_OBJS) $(MIG_OBJS) $(BENCH_OBJS) $(LIB_A)
+	$(CC) $(ALL_CFLAGS) -o $@ $(CLI_OBJS) $(MIG_OBJS) $(BENCH_OBJS) $(LIB_A) $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c $(HARN_OBJS) $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -Itests $(ALL_CFLAGS) -MMD -MP -o $@ $< $(HARN_OBJS) $(LIB_A) $(LDLIBS)
+
+# The migration tests link the stream and transport objects as well.
+$(MIG_TESTS): $(BUILD)/tests/unit/test_mig_%: tests/unit/test_mig_%.c $(HARN_OBJS) $(MIG_OBJS) $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Itests -Itools/gpamm $(ALL_CFLAGS) -MMD -MP -o $@ $< $(HARN_OBJS) $(MIG_OBJS) $(LIB_A) $(LDLIBS)
 
 tests: $(TEST_BINS)
 

@@ -3,11 +3,12 @@
 # installs what is missing with apt-get; otherwise it prints the command.
 # Usage: scripts/deps.sh [optional-group...]   (groups: fuzz spin plot)
 set -u
-need=(gcc make liburcu-dev)   # always
+need=(gcc make liburcu-dev libxxhash-dev)   # always
 declare -A check=(
 	[gcc]="command -v gcc"
 	[make]="command -v make"
 	[liburcu-dev]="test -e /usr/include/urcu/urcu-bp.h -o -e /usr/include/$(gcc -print-multiarch 2>/dev/null)/urcu/urcu-bp.h"
+	[libxxhash-dev]="test -e /usr/include/xxhash.h"
 	[clang]="command -v clang"
 	[libclang-rt-14-dev]="test -e /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a"
 	[spin]="command -v spin"

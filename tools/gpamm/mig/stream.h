@@ -19,6 +19,9 @@
 #define MIG_PAGES_MAX 256       /* pages in one PAGES record */
 #define MIG_SLOTS_MAX 32767
 #define MIG_ZERO_PAGE (1ULL << 63) /* in a page index: a zero page, no bytes */
+#define MIG_HDR_LEN 16          /* type flags reserved length checksum */
+#define MIG_VCPUS_MAX 256       /* vCPU states in SWITCHOVER and ACK */
+#define MIG_REGS_LEN (4 + 33 * 8) /* one vCPU state on the wire: id and regs */
 
 enum mig_type {
 	MIG_HELLO = 1, MIG_CONFIG, MIG_PAGES, MIG_ROUND, MIG_SWITCHOVER, MIG_END, MIG_ACK,
@@ -129,8 +132,18 @@ struct mig_reader {
 	uint32_t len;
 	size_t cap;
 	char err[200];           /* why the last read failed */
+	/* added with the implementation (mig/stream.c) */
+	uint64_t chain_before;   /* the stream hash before the last record: END checks it */
+	uint32_t seen;           /* bit (1 << type): types read so far (order checks) */
+	uint64_t guest_pages;    /* from CONFIG: pages over all slots (0: no CONFIG) */
+	uint32_t nslots;         /* from CONFIG: its slots, sorted by id, to check PAGES/REQ */
+	struct mig_slot *slots;
 };
 
+/*
+ * A channel that carries no CONFIG (postcopy: PAGE records) needs the page
+ * size from elsewhere: set r->page_size after mig_reader_init().
+ */
 int mig_reader_init(struct mig_reader *r, struct mig_conn *c);
 void mig_reader_free(struct mig_reader *r);
 /*
