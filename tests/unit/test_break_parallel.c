@@ -770,7 +770,7 @@ ISOLATED_TEST(test_bp_walker_vs_release) { walker_vs(false); }
  */
 struct churn_arg {
 	atomic_int stop;
-	uint64_t reads, bad;
+	_Atomic uint64_t reads, bad; /* both vCPUs count */
 };
 
 static int churn_guest(struct gpamm_vcpu *v, void *arg)
@@ -784,8 +784,8 @@ static int churn_guest(struct gpamm_vcpu *v, void *arg)
 
 		/* RAM holds pg + 1 in every page; MMIO (no slot) reads 0 */
 		if (x != pg + 1 && x != 0)
-			a->bad++;
-		a->reads++;
+			atomic_fetch_add_explicit(&a->bad, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&a->reads, 1, memory_order_relaxed);
 	}
 	return 0;
 }
@@ -825,8 +825,8 @@ ISOLATED_TEST(test_bp_hw_walk_vs_slot_churn)
 		pthread_join(ct[i].tid, NULL);
 		EXPECT_EQ(ct[i].reason, GPAMM_EXIT_DONE);
 	}
-	EXPECT_EQ(a.bad, 0);
-	printf("# %llu guest reads\n", (unsigned long long)a.reads);
+	EXPECT_EQ(atomic_load(&a.bad), 0);
+	printf("# %llu guest reads\n", (unsigned long long)atomic_load(&a.reads));
 	rig_destroy(&r);
 }
 

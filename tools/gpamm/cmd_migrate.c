@@ -33,6 +33,7 @@
 
 #include "cli.h"
 #include "gpamm/gpamm.h"
+#include "mig/baseline.h"
 #include "mig/guest.h"
 #include "mig/net.h"
 #include "mig/stream.h"
@@ -46,7 +47,7 @@ struct src_cfg {
 	uint64_t mem, rate, seed, max_bw;
 	double downtime_ms;
 	enum mig_log_mode mode;
-	bool checking, host_events, json, auto_converge, postcopy, have_to, inject_drop;
+	bool checking, host_events, json, auto_converge, postcopy, have_to, inject_drop, baseline;
 	unsigned postcopy_pct;  /* of the first pass sent before a post-copy switchover */
 	int postcopy_after;     /* pre-copy rounds before it (-1: during the first pass) */
 	const char *plot;
@@ -93,6 +94,8 @@ struct src {
 	int64_t replayed;
 	const char *failure;
 	char why[240];
+	struct mig_baseline base;
+	uint64_t unsent_at_resume; /* pages not sent when the destination resumed (post-copy) */
 };
 
 static const struct cli_opt opts[] = {
@@ -121,6 +124,7 @@ static const struct cli_opt opts[] = {
 	{ "run-ms", true, 23, 0 },
 	{ "timeout", true, 24, 0 },
 	{ "inject-drop-page", false, 25, 0 },
+	{ "baseline", false, 26, 0 },
 	{ NULL, false, 0, 0 },
 };
 
@@ -159,6 +163,8 @@ static void usage(FILE *f)
 		"      --json                the report as JSON on stdout\n"
 		"      --plot FILE.svg       pages and dirty rate per round (needs gnuplot)\n"
 		"  -s, --seed N              workload seed (default: from the clock, printed)\n"
+		"      --baseline            first measure a plain memcpy and a plain TCP send of the\n"
+		"                            guest's size, and judge the run's targets against them\n"
 		"      --inject-drop-page    (tests) leave one dirty page out: the verdict must fail\n"
 		"\n"
 		"Progress goes to stderr, one line per round; the report to stdout.\n"
@@ -305,6 +311,9 @@ static int parse(struct src_cfg *c, int argc, char **argv)
 			break;
 		case 25:
 			c->inject_drop = true;
+			break;
+		case 26:
+			c->baseline = true;
 			break;
 		}
 	}
@@ -460,7 +469,7 @@ static int64_t set_bits(const uint64_t *b, uint64_t words)
  * Sync the dirty log into s->bitmap (or-ed in: pages found before and not
  * sent yet stay set). Manual: GET only (the chunks are cleared when sent);
  * classic: GET write-protects as it collects; ring: harvest and reset.
- * Return: pages found dirty now, or -errno.
+ * Return: pages found dirty that were not set already, or -errno.
  */
 static int64_t sync_dirty(struct src *s)
 {
@@ -494,9 +503,13 @@ static int64_t sync_dirty(struct src *s)
 		if (r)
 			return r;
 	}
-	for (uint64_t i = 0; i < words; i++)
+	int64_t fresh = 0;
+
+	for (uint64_t i = 0; i < words; i++) {
+		fresh += __builtin_popcountll(s->tmp[i] & ~s->bitmap[i]);
 		s->bitmap[i] |= s->tmp[i];
-	return set_bits(s->tmp, words);
+	}
+	return fresh;
 }
 
 /* Send every page set in s->bitmap; in manual mode each chunk is cleared
@@ -872,10 +885,13 @@ static int migrate(struct src *s)
 		uint64_t b0, z0;
 		double t;
 
+		int64_t n;
+
 		round_begin(s, &b0, &z0, &t);
-		r = (int)sync_dirty(s); /* every ring harvested, the last GET */
-		if (r < 0)
-			return r;
+		n = sync_dirty(s); /* every ring harvested, the last GET */
+		if (n < 0)
+			return (int)n;
+		rs.dirty_rate = (double)n / (t - t_sync);
 		if (!postcopy) {
 			r = send_dirty(s, &rs); /* CLEARs the chunks too */
 			if (r)
@@ -891,6 +907,8 @@ static int migrate(struct src *s)
 			if (r)
 				return r;
 		} else {
+			for (uint64_t p = 0; p < m->npages; p++)
+				s->unsent_at_resume += !s->sent[p];
 			r = send_switchover(s, true);
 			if (r)
 				return r;
@@ -936,7 +954,68 @@ static int migrate(struct src *s)
 
 /* ---- the report ----------------------------------------------------------------- */
 
-static void report(const struct src *s, const struct gpamm_vm_stats *st, int dest_status)
+static void target(const char *what, const char *val, const char *want, bool ok)
+{
+	printf("    %-62s %10s  %-10s %s\n", what, val, want, ok ? "PASS" : "MISS");
+}
+
+/* The issue's targets, judged against this run's own baselines. */
+static void report_targets(const struct src *s)
+{
+	const struct round_stat *r0 = &s->rounds[0];
+	const double gb = 1e9;
+	char val[32], what[96];
+
+	if (s->base.memcpy_s > 0 && s->base.tcp_s > 0)
+		printf("  baseline (same run, warm memory): memcpy of %.0f MiB %.3f s (%.2f GB/s), "
+		       "TCP send over the loopback %.3f s (%.2f GB/s)\n",
+		       (double)s->base.bytes / (1 << 20), s->base.memcpy_s,
+		       (double)s->base.bytes / s->base.memcpy_s / gb, s->base.tcp_s,
+		       (double)s->base.bytes / s->base.tcp_s / gb);
+	printf("  targets:\n");
+	if (s->base.tcp_s > 0 && r0->seconds > 0 && r0->pages == s->vm.npages) {
+		double tput = (double)r0->bytes / r0->seconds, tcp = (double)s->base.bytes / s->base.tcp_s;
+
+		snprintf(what, sizeof(what), "full-copy throughput / plain TCP send (%.2f / %.2f GB/s%s)",
+			 tput / gb, tcp / gb, s->c.checking ? ", checking on" : "");
+		snprintf(val, sizeof(val), "%.2fx", tput / tcp);
+		target(what, val, ">= 0.70x", tput / tcp >= 0.7);
+	}
+	if (s->c.rate) {
+		double f = s->copy_write_rate / (double)s->c.rate;
+
+		snprintf(val, sizeof(val), "%.0f%%", f * 100);
+		target("guest writes during the full copy / the rate asked", val, ">= 90%", f >= 0.9);
+	}
+	{
+		uint64_t bytes = 0;
+
+		for (unsigned i = 0; i < s->nrounds; i++)
+			bytes += s->rounds[i].bytes;
+		snprintf(val, sizeof(val), "%.2fx", (double)bytes / (double)s->c.mem);
+		target("bytes on the wire / guest size", val, ">= 0.95x",
+		       (double)bytes >= 0.95 * (double)s->c.mem);
+	}
+	if (!s->c.postcopy && s->acked) {
+		snprintf(val, sizeof(val), "%.1f ms", s->downtime_ms);
+		target("measured downtime", val, "<= 50 ms", s->downtime_ms <= 50);
+		snprintf(val, sizeof(val), "%.2f s", s->total_s);
+		target("total migration time", val, "<= 10 s", s->total_s <= 10);
+	}
+	if (s->c.postcopy && s->acked) {
+		double f = (double)s->unsent_at_resume / (double)s->vm.npages;
+
+		snprintf(val, sizeof(val), "%.0f%%", f * 100);
+		target("pages not yet sent when the destination resumed", val, ">= 50%", f >= 0.5);
+		snprintf(val, sizeof(val), "%" PRIu64, s->done.requests);
+		target("on-demand requests", val, "> 0", s->done.requests > 0);
+	}
+	snprintf(val, sizeof(val), "%s", s->expect_hash == s->done.hash && s->acked ? "exact" : "no");
+	target("verdict", val, "exact", s->expect_hash == s->done.hash && s->acked);
+}
+
+static void report(const struct src *s, const struct gpamm_vm_stats *st, int dest_status,
+		   const struct gpamm_host_stats *hs, const struct gpamm_live *live)
 {
 	const struct src_cfg *c = &s->c;
 	const char *verdict = s->failure ? "FAILED" : s->expect_hash == s->done.hash ? "exact" : "MISMATCH";
@@ -971,13 +1050,19 @@ static void report(const struct src *s, const struct gpamm_vm_stats *st, int des
 		       ",\"postcopy_served\":%" PRIu64 ",\"request_p50_us\":%.1f,\"request_p99_us\":%.1f"
 		       ",\"guest_writes\":%" PRIu64 ",\"faults\":%" PRIu64 ",\"host_reclaimed\":%" PRIu64
 		       ",\"host_migrated\":%" PRIu64 ",\"stale_accesses\":%" PRIu64
-		       ",\"destination_status\":%d,\"verdict\":\"%s\"%s%s%s}\n",
+		       ",\"unsent_at_resume\":%" PRIu64 ",\"baseline_memcpy_s\":%.6f,\"baseline_tcp_s\":%.6f"
+		       ",\"destination_status\":%d,\"after_destroy\":{\"frames_live\":%" PRIu64
+		       ",\"pinned\":%" PRIu64 ",\"vms\":%" PRIu64 ",\"vcpus\":%" PRIu64
+		       ",\"table_pools\":%" PRIu64 ",\"threads\":%" PRIu64 "}"
+		       ",\"verdict\":\"%s\"%s%s%s}\n",
 		       pages, bytes, zero, s->downtime_ms, s->total_s, s->copy_write_rate,
 		       s->memory_hash, s->expect_hash, s->done.hash, s->replayed, s->done.writes,
 		       s->done.requests, (uint64_t)atomic_load(&s->served),
 		       (double)s->done.req_p50_ns / 1e3, (double)s->done.req_p99_ns / 1e3,
 		       (uint64_t)atomic_load(&s->vm.ctl.writes), st->faults, s->host_reclaimed,
-		       s->host_migrated, st->stale_accesses, dest_status, verdict,
+		       s->host_migrated, st->stale_accesses, s->unsent_at_resume, s->base.memcpy_s,
+		       s->base.tcp_s, dest_status, hs->frames_live, hs->pinned,
+		       live->vms, live->vcpus, live->tpools, live->threads, verdict,
 		       s->failure ? ",\"failure\":\"" : "", s->failure ? s->why : "",
 		       s->failure ? "\"" : "");
 		return;
@@ -1016,6 +1101,11 @@ static void report(const struct src *s, const struct gpamm_vm_stats *st, int des
 	       (uint64_t)atomic_load(&s->vm.ctl.writes), st->faults, s->host_reclaimed,
 	       s->host_migrated, st->stale_accesses, c->checking ? "" : " (checking off)");
 	printf("  time: %.2f s; destination exit status %d\n", s->total_s, dest_status);
+	if (c->baseline)
+		report_targets(s);
+	printf("  after destroy: %" PRIu64 " frames live, %" PRIu64 " pins, %" PRIu64 " VMs, %"
+	       PRIu64 " vCPUs, %" PRIu64 " table pools, %" PRIu64 " library threads\n",
+	       hs->frames_live, hs->pinned, live->vms, live->vcpus, live->tpools, live->threads);
 }
 
 static void plot(const struct src *s)
@@ -1056,6 +1146,8 @@ static int run(int argc, char **argv)
 {
 	struct src *s = calloc(1, sizeof(*s));
 	struct gpamm_vm_stats st = { 0 };
+	struct gpamm_host_stats hs = { 0 };
+	struct gpamm_live live = { 0 };
 	double t0 = now_s();
 	int r, ret = CLI_EXIT_FAIL, dest_status = -1;
 
@@ -1068,6 +1160,12 @@ static int run(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	s->main.fd = s->pc.fd = -1;
+	if (s->c.baseline) {
+		/* first, on a quiet machine: what memcpy and the loopback give */
+		r = mig_baseline_measure(s->c.mem, &s->base);
+		if (r)
+			fprintf(stderr, "gpamm migrate: baseline: %s\n", strerror(-r));
+	}
 	r = setup(s);
 	if (r) {
 		fprintf(stderr, "gpamm migrate: setup failed: %s\n", strerror(-r));
@@ -1133,12 +1231,21 @@ static int run(int argc, char **argv)
 	}
 	s->total_s = now_s() - t0;
 	gpamm_vm_stats(s->vm.vm, &st);
+	/* what destroy leaves: nothing */
+	gpamm_vm_destroy(s->vm.vm);
+	s->vm.vm = NULL;
+	gpamm_sim_munmap(s->vm.host, s->vm.hva, s->c.mem);
+	s->vm.hva = 0;
+	gpamm_host_stats(s->vm.host, &hs);
+	gpamm_live_objects(&live);
 	if (s->nrounds)
-		report(s, &st, dest_status);
+		report(s, &st, dest_status, &hs, &live);
 	if (s->c.plot && s->nrounds)
 		plot(s);
 	ret = !r && s->expect_hash == s->done.hash && !atomic_load(&s->vm.vcpu_error) &&
 			      !st.stale_accesses ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+	if (hs.frames_live || hs.pinned || live.vms || live.vcpus || live.tpools || live.threads)
+		ret = CLI_EXIT_FAIL;
 out:
 	if (s->child > 0 && dest_status < 0) {
 		kill(s->child, SIGTERM);

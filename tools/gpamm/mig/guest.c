@@ -85,9 +85,13 @@ int mig_guest_fn(struct gpamm_vcpu *v, void *arg)
 			if (atomic_load_explicit(&ctl->pause, memory_order_relaxed)) {
 				gpamm_guest_exit(v);
 			} else if (r->gpr[MG_R_RATE]) {
-				uint64_t el = mono_ns() - r->gpr[MG_R_T0];
-				if ((double)step > (double)el * 1e-9 * (double)r->gpr[MG_R_RATE])
-					gpamm_guest_exit(v); /* ahead of the rate */
+				/* ahead of the rate: exit (the thread sleeps) until it is not */
+				while (!atomic_load_explicit(&ctl->pause, memory_order_relaxed) &&
+				       (double)step > (double)(mono_ns() - r->gpr[MG_R_T0]) * 1e-9 *
+							      (double)r->gpr[MG_R_RATE])
+					gpamm_guest_exit(v);
+				if (atomic_load_explicit(&ctl->pause, memory_order_relaxed))
+					gpamm_guest_exit(v);
 			}
 		}
 	}
