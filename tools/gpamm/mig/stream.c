@@ -741,8 +741,7 @@ int mig_read_record(struct mig_reader *r)
 			want = r->cap - got;
 		err = mig_recv(r->conn, r->payload + got, want);
 		if (err == -ENODATA || err == -EPIPE)
-			return reject(r, n, type, -EPIPE, "truncated: %u of %u payload bytes", got,
-				      len);
+			return reject(r, n, type, -EPIPE, "truncated in its %u-byte payload", len);
 		if (err)
 			return reject(r, n, type, err, "reading the payload: %s", strerror(-err));
 		got += (uint32_t)want;
