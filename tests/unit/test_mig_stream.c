@@ -1383,6 +1383,7 @@ static void test_bulk_transfer(void)
 	ASSERT_EQ(s.pages, j.npages);
 	ASSERT_EQ(s.bad, 0);
 	ASSERT_EQ(e.pages, j.npages);
+	ASSERT_GE(b.received, 256ull << 20);
 	ASSERT_EQ_INT(mig_read_record(&r), -ENODATA);
 	tap_diag("256 MiB of PAGES over loopback: %.2f s (%.0f MiB/s)", t0, 256 / t0);
 	ASSERT_MSG(t0 < 30, "%.1f s", t0);
