@@ -640,11 +640,13 @@ static int parse_config(struct mig_reader *r, struct mig_config *c)
 		s->size = get64(q + 16);
 		if (!s->size || (s->size | s->gpa) & (ps - 1) || s->gpa + s->size < s->gpa ||
 		    pages + s->size / ps < pages) {
+			struct mig_slot bad = *s;
+
 			free(c->slots);
 			c->slots = NULL;
 			return reject(r, n, MIG_CONFIG, -EPROTO,
 				      "slot %u: gpa 0x%" PRIx64 " size 0x%" PRIx64
-				      " (empty, unaligned or wrapping)", s->slot, s->gpa, s->size);
+				      " (empty, unaligned or wrapping)", bad.slot, bad.gpa, bad.size);
 		}
 		pages += s->size / ps;
 	}
@@ -673,9 +675,10 @@ static int take_config(struct mig_reader *r)
 	qsort(c.slots, c.nslots, sizeof(*c.slots), slot_cmp);
 	for (uint32_t i = 0; i < c.nslots; i++) {
 		if (i && c.slots[i].slot == c.slots[i - 1].slot) {
+			uint32_t id = c.slots[i].slot;
+
 			free(c.slots);
-			return reject(r, r->records, MIG_CONFIG, -EPROTO, "slot %u twice",
-				      c.slots[i].slot);
+			return reject(r, r->records, MIG_CONFIG, -EPROTO, "slot %u twice", id);
 		}
 		pages += c.slots[i].size >> c.page_shift;
 	}
@@ -741,8 +744,7 @@ int mig_read_record(struct mig_reader *r)
 			want = r->cap - got;
 		err = mig_recv(r->conn, r->payload + got, want);
 		if (err == -ENODATA || err == -EPIPE)
-			return reject(r, n, type, -EPIPE, "truncated: %u of %u payload bytes", got,
-				      len);
+			return reject(r, n, type, -EPIPE, "truncated in its %u-byte payload", len);
 		if (err)
 			return reject(r, n, type, err, "reading the payload: %s", strerror(-err));
 		got += (uint32_t)want;
