@@ -785,7 +785,8 @@ static void test_reject_header(void)
 		      "length");
 	EXPECT_REJECT(with_record(true, MIG_PAGES, 0, 0, 7, p, 7, why__), 3, "length");
 	EXPECT_REJECT(with_record(true, MIG_PAGE, 0, 0, 12 + PS + 1, p, 0, why__), 3, "length");
-	EXPECT_REJECT(with_record(true, MIG_ACK, 0, 0, 24 + 256 * 268 + 1, p, 0, why__), 3, "length");
+	EXPECT_REJECT(with_record(true, MIG_ACK, 0, 0, 24 + 256 * 268 + MIG_ACK_DONE_TAIL + 1, p, 0, why__),
+		      3, "length");
 	EXPECT_REJECT(with_record(false, MIG_CONFIG, 0, 0, 48 + 24 * 32768, p, 0, why__), 2,
 		      "length");
 	EXPECT_REJECT(with_record(true, MIG_SWITCHOVER, 0, 0, 0xfffffff0u, p, 0, why__), 3,

@@ -19,7 +19,7 @@
  *    page size (CONFIG, or r->page_size set by the caller); SWITCHOVER
  *    after CONFIG and once; one END.
  *  - limits: PAGES 8 + 256 * (8 + page_size); CONFIG 48 + 24 * 32767;
- *    SWITCHOVER 8 + 256 * 268 + 8 + 8 * (guest pages); ACK 24 + 256 * 268;
+ *    SWITCHOVER 8 + 256 * 268 + 8 + 8 * (guest pages); ACK 24 + 256 * 268 + 32;
  *    the other types their exact size. The reader allocates a payload as
  *    its bytes arrive (doubling), never just because a length says so.
  */
@@ -389,7 +389,7 @@ int mig_write_ack(struct mig_writer *w, const struct mig_ack *a)
 	if (a->what == MIG_ACK_DONE) {
 		if (a->nvcpus > MIG_VCPUS_MAX || (a->nvcpus && !a->vcpus))
 			return -EINVAL;
-		len += 4 + (size_t)MIG_REGS_LEN * a->nvcpus;
+		len += 4 + (size_t)MIG_REGS_LEN * a->nvcpus + MIG_ACK_DONE_TAIL;
 	}
 	err = begin(w, len, &p);
 	if (err)
@@ -402,6 +402,10 @@ int mig_write_ack(struct mig_writer *w, const struct mig_ack *a)
 		q = p + 24;
 		for (uint32_t i = 0; i < a->nvcpus; i++, q += MIG_REGS_LEN)
 			put_state(q, &a->vcpus[i]);
+		put64(q, a->writes);
+		put64(q + 8, a->requests);
+		put64(q + 16, a->req_p50_ns);
+		put64(q + 24, a->req_p99_ns);
 	}
 	return finish(w, MIG_ACK, (uint32_t)len);
 }
@@ -576,7 +580,7 @@ static const char *limits(const struct mig_reader *r, unsigned type, uint64_t n,
 		return NULL;
 	case MIG_ACK:
 		*min = 20;
-		*max = 24 + (uint64_t)MIG_VCPUS_MAX * MIG_REGS_LEN;
+		*max = 24 + (uint64_t)MIG_VCPUS_MAX * MIG_REGS_LEN + MIG_ACK_DONE_TAIL;
 		return NULL;
 	case MIG_REQ:
 		*min = *max = 12;
@@ -1001,10 +1005,15 @@ int mig_decode_ack(struct mig_reader *r, struct mig_ack *a)
 		return reject(r, r->records, MIG_ACK, -EPROTO, "done: %u bytes", r->len);
 	a->nvcpus = get32(p + 20);
 	if (a->nvcpus > MIG_VCPUS_MAX ||
-	    r->len != 24 + (uint64_t)MIG_REGS_LEN * a->nvcpus)
+	    r->len != 24 + (uint64_t)MIG_REGS_LEN * a->nvcpus + MIG_ACK_DONE_TAIL)
 		return reject(r, r->records, MIG_ACK, -EPROTO, "done: %u vCPUs in %u bytes",
 			      a->nvcpus, r->len);
-	return get_states(r, p + 24, a->nvcpus, &a->vcpus);
+	p += 24 + (size_t)MIG_REGS_LEN * a->nvcpus;
+	a->writes = get64(p);
+	a->requests = get64(p + 8);
+	a->req_p50_ns = get64(p + 16);
+	a->req_p99_ns = get64(p + 24);
+	return get_states(r, r->payload + 24, a->nvcpus, &a->vcpus);
 }
 
 int mig_decode_req(struct mig_reader *r, struct mig_req *q)

@@ -22,6 +22,7 @@
 #define MIG_HDR_LEN 16          /* type flags reserved length checksum */
 #define MIG_VCPUS_MAX 256       /* vCPU states in SWITCHOVER and ACK */
 #define MIG_REGS_LEN (4 + 33 * 8) /* one vCPU state on the wire: id and regs */
+#define MIG_ACK_DONE_TAIL 32      /* ACK(done) after the states: writes, requests, p50, p99 */
 
 enum mig_type {
 	MIG_HELLO = 1, MIG_CONFIG, MIG_PAGES, MIG_ROUND, MIG_SWITCHOVER, MIG_END, MIG_ACK,
