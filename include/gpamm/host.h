@@ -226,6 +226,11 @@ int gpamm_sim_write(struct gpamm_host *h, uint64_t hva, const void *buf, uint64_
  * which the access returns (a guest fault then exits with a memory fault).
  * It may block (wait for the network): nothing else waits for it but the
  * threads needing that page.
+ * The sim host does not deduplicate: every thread that needs the page calls
+ * @fn (so @fn asks for a page once however many wait, and finds it placed
+ * if it looks late); a return of 0 with the page still missing calls it
+ * again. A guest fault calls it inside the MMU's RCU read-side section: it
+ * must not change memslots.
  */
 typedef int (*gpamm_sim_missing_fn)(void *arg, uint64_t hva, bool write);
 
@@ -236,10 +241,15 @@ typedef int (*gpamm_sim_missing_fn)(void *arg, uint64_t hva, bool write);
  * VMA; re-registering replaces @fn. Pages that are present are unaffected.
  * Return: 0, -EINVAL (range not page aligned, empty, not inside one VMA, or
  * NULL @fn), -EBUSY (the VMA has another registration).
+ * Also -EINVAL: part of the range unmapped, or device memory.
  */
 int gpamm_sim_register_missing(struct gpamm_host *h, uint64_t hva, uint64_t len,
 			       gpamm_sim_missing_fn fn, void *arg);
-/** gpamm_sim_unregister_missing() - the range behaves as normal memory again (zero pages). */
+/** gpamm_sim_unregister_missing() - the range behaves as normal memory again (zero pages).
+ * The range lies in one VMA; the part of its registration it covers (all,
+ * or either end) goes; one strictly inside would split it. Return: 0 (also
+ * when nothing there was registered), -EINVAL (range not page aligned,
+ * empty, not mapped whole inside one VMA, or a split: nothing changed). */
 int gpamm_sim_unregister_missing(struct gpamm_host *h, uint64_t hva, uint64_t len);
 /**
  * gpamm_sim_place_page() - UFFDIO_COPY: make the page at @hva (page
@@ -247,6 +257,8 @@ int gpamm_sim_unregister_missing(struct gpamm_host *h, uint64_t hva, uint64_t le
  * access sees it half written, and every thread waiting in @fn for it can
  * go on. Return: 0, -EEXIST (the page is present already: nothing changed),
  * -EINVAL (not aligned, not mapped, NULL @src), -ENOMEM (no frame).
+ * Allowed on any mapped page that is neither present nor swapped, in a
+ * registered range or not. No MMU-notifier call (the page was not mapped).
  */
 int gpamm_sim_place_page(struct gpamm_host *h, uint64_t hva, const void *src);
 /**

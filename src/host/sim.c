@@ -47,6 +47,36 @@
  * long-term pinned pages; munmap/dontneed of a pinned page only unmaps it and
  * the frame lives until its last put_page().
  *
+ * Missing pages (userfaultfd MISSING mode and UFFDIO_COPY, for post-copy
+ * migration). A VMA may have one registered range (gpamm_sim_register_
+ * missing(); read under its VMA lock, changed under the mm lock and the VMA
+ * lock for write); a page of it that is neither present, swapped nor
+ * unmapped is missing, and is never zero-filled: a get_page() that finds it
+ * so under its locks (after the hole and protection checks, so a write to a
+ * read-only page is -EFAULT without asking) copies the handler out, drops
+ * the table-page and VMA locks, and calls it with no sim lock held; then it
+ * starts over (the lock-free pin, then the locks), so whatever happened
+ * meanwhile is seen: the page placed, dropped again, protected or unmapped,
+ * the registration gone (a zero page) or replaced. A host read or write
+ * serves every missing page of its range that way before it copies a byte,
+ * and checks the whole range again after each call; once a pass under the
+ * VMA lock finds none missing, none can become so while it is held (that
+ * takes the VMA lock for write). The sim host does not dedupe: each thread
+ * that needs a missing page calls the handler, which must cope with several
+ * calls for one page (and with a page placed by the time it looks), and
+ * keeps no wait queue: the handler's own waiting learns of the placement.
+ * gpamm_sim_place_page() takes the VMA lock (read) and the page's table-page
+ * lock, fills a fresh frame and only then stores the PTE (release), as a
+ * fault-in does: a lock-free reader that sees the PTE sees the bytes. No
+ * notifier: a page that was not present has no guest translation. Events
+ * skip missing pages (reclaim, migrate and merge take only present ones;
+ * munmap, dontneed and mprotect change their PTEs as any other's). The
+ * lock-free path is untouched: a present page never looks at the
+ * registration. A guest fault calls the handler inside the MMU's slow path,
+ * outside guest mode and mmu_lock, but inside an RCU read-side section
+ * (the memslot look-up): a memslot change waits for the handler, so the
+ * handler must not change memslots itself.
+ *
  * Locks, outermost first (the MMU lock, taken by notifier callbacks, comes
  * after every one of them):
  *   mm lock (mutex)          the VMA list and directory, the notifier
@@ -74,8 +104,9 @@
  * its table-page lock; a frame's mapcount changes (atomically: a merged frame
  * is mapped from several table pages) with the PTE that maps or unmaps it.
  *
- * Lock-free: put_page, mark_page, page_ptr, check_access, stats, and
- * get_page of a page already present (the GUP-fast analog):
+ * Lock-free: put_page, mark_page, page_ptr, check_access, stats,
+ * gpamm_sim_page_present, and get_page of a page already present (the
+ * GUP-fast analog):
  *   1. read the PTE; only a present PTE that no event has marked BUSY (and,
  *      for a write, a writable one, so never copy-on-write) is used;
  *   2. take a reference unless the frame's count is zero (compare-and-
@@ -181,6 +212,14 @@ struct sim_vma {
 	pthread_mutex_t *ptl;  /* one per host page-table page */
 	uint64_t nptl;
 	struct sim_vma *prev, *next; /* live list in address order, or graveyard; mm lock */
+	/*
+	 * The missing-page registration: pages [miss_lo, miss_hi) of the VMA,
+	 * served by miss_fn (NULL: none). Changed under the mm lock and the VMA
+	 * lock (write); read under the VMA lock (read or write).
+	 */
+	uint64_t miss_lo, miss_hi;
+	gpamm_sim_missing_fn miss_fn;
+	void *miss_arg;
 };
 
 struct sim_notifier {
@@ -766,6 +805,42 @@ static inline bool vma_may_write(const struct sim_vma *v, uint64_t pte)
 }
 
 /*
+ * A missing page: in the VMA's registered range, and neither present, nor
+ * in swap, nor unmapped. Context: the VMA's lock held (read or write), so
+ * the registration holds still; a PTE read without its table-page lock can
+ * only stop being missing meanwhile (placed or faulted in), never become so
+ * (that takes the VMA lock for write: dontneed, munmap, registration).
+ */
+static inline bool pte_missing(const struct sim_vma *v, uint64_t i, uint64_t pte)
+{
+	return v->miss_fn && i >= v->miss_lo && i < v->miss_hi &&
+	       !(pte & (HPTE_PRESENT | HPTE_SWAP | HPTE_HOLE));
+}
+
+/* The handler a missing page is to be served by, copied out under the VMA lock. */
+struct sim_miss {
+	gpamm_sim_missing_fn fn;
+	void *arg;
+	uint64_t hva;
+};
+
+/* Internal return of the locked paths: call the handler (struct sim_miss), then retry. */
+#define SIM_MISSING 1
+
+/*
+ * Call a missing-page handler. Context: no sim lock held (the caller
+ * dropped them all); the access is retried whatever happened meanwhile.
+ * Return: 0 (retry), or the handler's errno (a positive return, which the
+ * contract does not allow, is -EIO).
+ */
+static int miss_call(const struct sim_miss *m, bool write)
+{
+	int r = m->fn(m->arg, m->hva, write);
+
+	return r > 0 ? -EIO : r;
+}
+
+/*
  * Make a page not present, freeing what backed it; protection bits stay.
  * Context: mm lock and the VMA's lock for write.
  */
@@ -957,7 +1032,7 @@ static bool get_page_fast(struct sim_host *s, struct sim_vma *v, uint64_t i, boo
  * table-page lock, then pin it there. Context: may sleep.
  */
 static int get_page_slow(struct sim_host *s, struct sim_vma *v, uint64_t i, bool write,
-			 struct gpamm_host_page *out)
+			 struct gpamm_host_page *out, struct sim_miss *miss)
 {
 	pthread_mutex_t *ptl = vma_ptl(s, v, i);
 	uint64_t pte;
@@ -971,6 +1046,12 @@ static int get_page_slow(struct sim_host *s, struct sim_vma *v, uint64_t i, bool
 	pte = hpte_load(&v->ptes[i]);
 	if ((pte & HPTE_HOLE) || (write && !vma_may_write(v, pte)))
 		goto out;
+	if (pte_missing(v, i, pte)) {
+		/* Never zero-filled: the handler is called once the locks are dropped. */
+		*miss = (struct sim_miss){ v->miss_fn, v->miss_arg, vma_hva(s, v, i) };
+		ret = SIM_MISSING;
+		goto out;
+	}
 	ret = fault_in(s, v, i, write, &faulted);
 	if (ret)
 		goto out;
@@ -990,6 +1071,37 @@ out:
 	return ret;
 }
 
+/*
+ * Everything but the lock-free pin: the slow path, and for a missing page
+ * its handler then the whole lookup again. Context: may sleep; no lock
+ * held on entry, none across the handler.
+ */
+static int get_page_locked(struct sim_host *s, struct sim_vma *v, uint64_t i, bool write,
+			   struct gpamm_host_page *out)
+{
+	struct sim_miss miss = { 0 };
+	int r;
+
+	for (;;) {
+		r = get_page_slow(s, v, i, write, out, &miss);
+		if (r != SIM_MISSING)
+			return r;
+		/*
+		 * A missing page: the slow path dropped the VMA and table-page
+		 * locks, so the handler may block (for the network) while
+		 * events, host accesses and other faults run in this VMA. Then
+		 * everything is looked at again: the page may have been placed
+		 * (the fast path takes it), unmapped or protected (-EFAULT),
+		 * dropped again or still missing (the handler is called again).
+		 */
+		r = miss_call(&miss, write);
+		if (r)
+			return r;
+		if (get_page_fast(s, v, i, write, out))
+			return 0;
+	}
+}
+
 static int sim_get_page(struct gpamm_host *h, uint64_t hva, bool write,
 			struct gpamm_host_page *out)
 {
@@ -1006,7 +1118,7 @@ static int sim_get_page(struct gpamm_host *h, uint64_t hva, bool write,
 	i = (hva - v->start) >> h->page_shift;
 	if (get_page_fast(s, v, i, write, out))
 		return 0;
-	return get_page_slow(s, v, i, write, out);
+	return get_page_locked(s, v, i, write, out);
 }
 
 static inline void frame_mark(struct sim_frame *f, bool accessed, bool dirty)
@@ -1881,9 +1993,13 @@ out:
  * Reads and writes by the host itself (the VMM touching guest RAM). Every
  * page is checked first, so a bad range changes nothing; a write faults
  * pages in and breaks copy-on-write like a guest write would. Reading a
- * page never touched reads zeros without allocating (Linux's zero page).
- * Context: the VMA's lock (read) for the whole access, so its holes and
- * protection hold still; each page's table-page lock while it is copied.
+ * page never touched reads zeros without allocating (Linux's zero page),
+ * unless it is a missing page: every missing page of the range is served
+ * by its handler first (each call with the VMA lock dropped, then the whole
+ * range is checked again), so the copy itself never meets one.
+ * Context: the VMA's lock (read) for the whole copy, so its holes,
+ * protection and missing pages hold still; each page's table-page lock
+ * while it is copied; no lock across a handler call.
  */
 static int sim_access(struct gpamm_host *h, uint64_t hva, void *rbuf, const void *wbuf,
 		      uint64_t len, bool write)
@@ -1901,12 +2017,30 @@ static int sim_access(struct gpamm_host *h, uint64_t hva, void *rbuf, const void
 	v = vma_lookup(s, hva);
 	if (!v || hva + len > vma_end(v))
 		return -EFAULT;
+again:
 	pthread_rwlock_rdlock(&v->lock);
 	for (p = hva & ~s->page_mask; p < hva + len; p += s->page_size) {
-		pte = hpte_load(&v->ptes[(p - v->start) >> h->page_shift]);
+		i = (p - v->start) >> h->page_shift;
+		pte = hpte_load(&v->ptes[i]);
 		if ((pte & HPTE_HOLE) || (write && !vma_may_write(v, pte))) {
 			ret = -EFAULT;
 			goto out;
+		}
+		if (pte_missing(v, i, pte)) {
+			/*
+			 * Served before anything is copied, with no lock held,
+			 * then every page is checked again. Once a pass finds
+			 * none missing, none can become so before the VMA lock
+			 * is dropped (pte_missing()): the copy below never
+			 * meets one, and a bad range still changes nothing.
+			 */
+			struct sim_miss miss = { v->miss_fn, v->miss_arg, p };
+
+			pthread_rwlock_unlock(&v->lock);
+			ret = miss_call(&miss, write);
+			if (ret)
+				return ret;
+			goto again;
 		}
 	}
 	for (p = hva; p < hva + len; p += n) {
@@ -1920,6 +2054,7 @@ static int sim_access(struct gpamm_host *h, uint64_t hva, void *rbuf, const void
 		ptl = vma_ptl(s, v, i);
 		pthread_mutex_lock(ptl);
 		pte = hpte_load(&v->ptes[i]);
+		GPAMM_BUG_ON(pte_missing(v, i, pte));
 		if (!write && !(pte & (HPTE_PRESENT | HPTE_SWAP))) {
 			pthread_mutex_unlock(ptl);
 			memset((uint8_t *)rbuf + (p - hva), 0, n);
@@ -1949,8 +2084,10 @@ out:
 /*
  * gpamm_sim_read() - see host.h. Return: 0, -EINVAL (NULL buffer or
  * wrapping range), -EFAULT (a byte not mapped),
- * -ENOMEM (no frame to swap a page in).
- * Context: takes the VMA's lock (read) and table-page locks.
+ * -ENOMEM (no frame to swap a page in), or a missing-page handler's errno
+ * (nothing read).
+ * Context: takes the VMA's lock (read) and table-page locks; calls the
+ * handler of each missing page of the range with no lock held.
  */
 static int sim_event_read(struct gpamm_host *h, uint64_t hva, void *buf, uint64_t len)
 {
@@ -1960,13 +2097,190 @@ static int sim_event_read(struct gpamm_host *h, uint64_t hva, void *buf, uint64_
 /*
  * gpamm_sim_write() - see host.h. Return: 0, -EFAULT (a byte not mapped or
  * not writable; nothing written), -ENOMEM (no frame; bytes of earlier
- * pages may have been written).
+ * pages may have been written), or a missing-page handler's errno (nothing
+ * written).
  * Context: takes the VMA's lock (read) and table-page locks; notifier on a
- * copy-on-write break.
+ * copy-on-write break; calls the handler of each missing page of the range
+ * with no lock held.
  */
 static int sim_event_write(struct gpamm_host *h, uint64_t hva, const void *buf, uint64_t len)
 {
 	return sim_access(h, hva, NULL, buf, len, true);
+}
+
+/* ---- missing pages (userfaultfd MISSING mode, UFFDIO_COPY) -------------------- */
+
+/*
+ * gpamm_sim_register_missing() - see host.h. The range must be mapped
+ * (no holes) and lie in one VMA; device memory cannot be registered (as
+ * userfaultfd refuses PFNMAP). Re-registering exactly the VMA's range
+ * replaces the handler; any other range of a VMA that has one is -EBUSY.
+ * No page changes, so no notifier: present and swapped pages stay as they
+ * are, and the pages that are neither become missing.
+ * Return: 0, -EINVAL, -EBUSY.
+ * Context: takes the mm lock and the VMA's lock (write): no fault or host
+ * access of the VMA is between its look at the registration and its use.
+ */
+static int sim_event_register_missing(struct gpamm_host *h, uint64_t hva, uint64_t len,
+				      gpamm_sim_missing_fn fn, void *arg)
+{
+	struct sim_host *s = sim_of(h);
+	struct sim_vma *v;
+	uint64_t lo, hi;
+	int ret = 0;
+
+	if (!s || !fn || !range_ok(s, hva, len))
+		return -EINVAL;
+	pthread_mutex_lock(&s->mm_lock);
+	v = range_vma_locked(s, hva, len);
+	if (!v || (v->flags & GPAMM_SIM_DEVICE)) {
+		ret = -EINVAL;
+		goto out;
+	}
+	lo = (hva - v->start) >> h->page_shift;
+	hi = lo + (len >> h->page_shift);
+	if (v->miss_fn && (v->miss_lo != lo || v->miss_hi != hi)) {
+		ret = -EBUSY;
+		goto out;
+	}
+	pthread_rwlock_wrlock(&v->lock);
+	v->miss_lo = lo;
+	v->miss_hi = hi;
+	v->miss_fn = fn;
+	v->miss_arg = arg;
+	pthread_rwlock_unlock(&v->lock);
+out:
+	pthread_mutex_unlock(&s->mm_lock);
+	return ret;
+}
+
+/*
+ * gpamm_sim_unregister_missing() - see host.h. The range must be mapped and
+ * lie in one VMA. The part of the VMA's registration it covers stops being
+ * registered: a range covering all of it removes it, one covering either
+ * end trims it, one meeting none of it does nothing; one strictly inside it
+ * would split it in two, which a VMA's one range cannot be (-EINVAL,
+ * nothing changed). Threads already inside the handler are not woken (the
+ * handler is the VMM's: it wakes its own waiters); when they return 0 the
+ * access is retried and faults the page in zero-filled.
+ * Return: 0, -EINVAL.
+ * Context: takes the mm lock and the VMA's lock (write).
+ */
+static int sim_event_unregister_missing(struct gpamm_host *h, uint64_t hva, uint64_t len)
+{
+	struct sim_host *s = sim_of(h);
+	struct sim_vma *v;
+	uint64_t lo, hi;
+	int ret = 0;
+
+	if (!s || !range_ok(s, hva, len))
+		return -EINVAL;
+	pthread_mutex_lock(&s->mm_lock);
+	v = range_vma_locked(s, hva, len);
+	if (!v) {
+		ret = -EINVAL;
+		goto out;
+	}
+	lo = (hva - v->start) >> h->page_shift;
+	hi = lo + (len >> h->page_shift);
+	if (!v->miss_fn || hi <= v->miss_lo || lo >= v->miss_hi)
+		goto out;
+	if (lo > v->miss_lo && hi < v->miss_hi) {
+		ret = -EINVAL;
+		goto out;
+	}
+	pthread_rwlock_wrlock(&v->lock);
+	if (lo <= v->miss_lo && hi >= v->miss_hi)
+		v->miss_lo = v->miss_hi = 0;
+	else if (lo <= v->miss_lo)
+		v->miss_lo = hi;
+	else
+		v->miss_hi = lo;
+	if (v->miss_lo == v->miss_hi) {
+		v->miss_fn = NULL;
+		v->miss_arg = NULL;
+	}
+	pthread_rwlock_unlock(&v->lock);
+out:
+	pthread_mutex_unlock(&s->mm_lock);
+	return ret;
+}
+
+/*
+ * gpamm_sim_place_page() - see host.h. Any page that is mapped and neither
+ * present nor swapped may be placed, registered or not (a page of an
+ * unregistered range then holds @src instead of faulting in zeros). The
+ * frame is filled under the page's table-page lock and only then published
+ * by the PTE store (release), so a lock-free get_page() or check_access()
+ * that sees the PTE sees the bytes, and a locked fault waits for the lock.
+ * No notifier: a page that was not present has no guest translation. The
+ * sim host keeps no wait queue: the threads waiting in the handler learn of
+ * the placement from the handler's own machinery, and find the page at
+ * their retry.
+ * Return: 0, -EEXIST (present or swapped: nothing changed), -EINVAL (not a
+ * sim host, NULL @src, @hva not page aligned or not mapped), -ENOMEM.
+ * Context: takes the VMA's lock (read) and the page's table-page lock.
+ */
+static int sim_event_place_page(struct gpamm_host *h, uint64_t hva, const void *src)
+{
+	struct sim_host *s = sim_of(h);
+	struct sim_vma *v;
+	pthread_mutex_t *ptl;
+	uint64_t i, pte, *ptep;
+	int64_t idx;
+	int ret = 0;
+
+	if (!s || !src || (hva & s->page_mask))
+		return -EINVAL;
+	v = vma_lookup(s, hva);
+	if (!v)
+		return -EINVAL;
+	i = (hva - v->start) >> h->page_shift;
+	ptep = &v->ptes[i];
+	ptl = vma_ptl(s, v, i);
+	pthread_rwlock_rdlock(&v->lock);
+	pthread_mutex_lock(ptl);
+	pte = hpte_load(ptep);
+	GPAMM_BUG_ON(pte & HPTE_BUSY); /* BUSY lives only under the VMA lock (write) */
+	if (pte & HPTE_HOLE) {
+		ret = -EINVAL;
+	} else if (pte & (HPTE_PRESENT | HPTE_SWAP)) {
+		ret = -EEXIST;
+	} else if ((idx = frame_alloc(s)) < 0) {
+		ret = -ENOMEM;
+	} else {
+		/* A stale reader of the frame's last life may race the copy (checking mode). */
+		guest_mem_copy(frame_ptr(s, (uint64_t)idx), src, s->page_size);
+		frame_map(s, (uint64_t)idx);
+		hpte_store(ptep, ((uint64_t)idx << HPTE_VAL_SHIFT) | (pte & HPTE_PROT_RO) |
+				 HPTE_PRESENT | (vma_may_write(v, pte) ? HPTE_WRITE : 0));
+	}
+	pthread_mutex_unlock(ptl);
+	pthread_rwlock_unlock(&v->lock);
+	return ret;
+}
+
+/*
+ * gpamm_sim_page_present() - see host.h. Present or swapped: 1; neither
+ * (missing, or never touched): 0. A page an event holds BUSY is present.
+ * Return: 1, 0, -EINVAL (not a sim host, not page aligned, not mapped).
+ * Context: lock-free; any thread, guest code included.
+ */
+int gpamm_sim_page_present(struct gpamm_host *h, uint64_t hva)
+{
+	struct sim_host *s = sim_of(h);
+	struct sim_vma *v;
+	uint64_t pte;
+
+	if (!s || (hva & s->page_mask))
+		return -EINVAL;
+	v = vma_lookup(s, hva);
+	if (!v)
+		return -EINVAL;
+	pte = hpte_load(&v->ptes[(hva - v->start) >> h->page_shift]);
+	if (pte & HPTE_HOLE)
+		return -EINVAL;
+	return (pte & (HPTE_PRESENT | HPTE_SWAP)) ? 1 : 0;
 }
 
 /* ---- aging ----------------------------------------------------------------- */
@@ -2041,3 +2355,10 @@ SIM_EVENT_CALL(int, read, (struct gpamm_host *h, uint64_t hva, void *buf, uint64
 	       (h, hva, buf, len))
 SIM_EVENT_CALL(int, test_young, (struct gpamm_host *h, uint64_t hva, uint64_t len, bool *young),
 	       (h, hva, len, young))
+SIM_EVENT_CALL(int, register_missing,
+	       (struct gpamm_host *h, uint64_t hva, uint64_t len, gpamm_sim_missing_fn fn, void *arg),
+	       (h, hva, len, fn, arg))
+SIM_EVENT_CALL(int, unregister_missing, (struct gpamm_host *h, uint64_t hva, uint64_t len),
+	       (h, hva, len))
+SIM_EVENT_CALL(int, place_page, (struct gpamm_host *h, uint64_t hva, const void *src),
+	       (h, hva, src))
