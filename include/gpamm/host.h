@@ -176,6 +176,9 @@ struct gpamm_sim_config {
 	uint64_t frames;      /* frame pool capacity, in pages */
 	uint64_t swap_pages;  /* swap capacity, in pages (0: no swap, reclaim fails) */
 	bool checking;        /* poison freed frames, check every guest access */
+	bool prefault;        /* fault the frame arena in at creation: host RAM that
+			       * exists before the VM (QEMU's -mem-prealloc); checking
+			       * hosts always do (they poison every frame) */
 };
 
 /* gpamm_sim_mmap() flags */

@@ -1419,6 +1419,8 @@ struct gpamm_host *gpamm_host_sim_create(const struct gpamm_sim_config *cfg)
 	s->swap_nfree = s->nswap;
 	if (s->h.checking)
 		memset(s->arena, SIM_POISON, s->nframes << shift);
+	else if (cfg->prefault && madvise(s->arena, s->nframes << shift, 23 /* MADV_POPULATE_WRITE */))
+		memset(s->arena, 0, s->nframes << shift); /* before Linux 5.14 */
 	return &s->h;
 }
 

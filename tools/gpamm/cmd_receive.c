@@ -31,8 +31,9 @@ struct rcv_cfg {
 	char host[64];
 	uint16_t port;
 	int ready_fd;
-	unsigned run_ms;
+	unsigned run_ms, page_shift;
 	int timeout_ms;
+	uint64_t prealloc;
 	bool checking, quiet;
 };
 
@@ -43,6 +44,7 @@ struct rcv {
 	struct mig_reader rd, pcrd;
 	struct mig_writer ackw, reqw;
 	struct mig_config cfg;
+	struct gpamm_host *prehost; /* --prealloc: made and faulted in before listening */
 	struct mig_vm vm;
 	bool vm_up;
 	uint64_t session;
@@ -73,6 +75,8 @@ static const struct cli_opt opts[] = {
 	{ "timeout", true, 5, 0 },
 	{ "no-checking", false, 6, 0 },
 	{ "quiet", false, 7, 'q' },
+	{ "prealloc", true, 8, 0 },
+	{ "page-shift", true, 9, 0 },
 	{ NULL, false, 0, 0 },
 };
 
@@ -90,6 +94,9 @@ static void usage(FILE *f)
 		"      --run-ms N            run the guest N ms after resuming (default 200)\n"
 		"      --timeout S           give up when the source is silent S seconds (default 30)\n"
 		"      --no-checking         sim host without per-access checks\n"
+		"      --prealloc SIZE       make the host's RAM for SIZE of guest memory and fault\n"
+		"                            it in before listening (QEMU's -mem-prealloc)\n"
+		"      --page-shift N        its page size: 12, 14 (default) or 16\n"
 		"  -q, --quiet               no progress on stderr\n"
 		"\n"
 		"Exit status: 0 when the migration completed, 1 when it failed (a malformed\n"
@@ -105,7 +112,7 @@ static int parse(struct rcv_cfg *c, int argc, char **argv)
 	int opt;
 
 	*c = (struct rcv_cfg){ .ready_fd = -1, .run_ms = 200, .timeout_ms = 30000,
-			       .checking = true };
+			       .checking = true, .page_shift = 14 };
 	cli_parser_init(&p, "receive", argc, argv);
 	while ((opt = cli_next(&p, opts, &val)) != CLI_OPT_END) {
 		switch (opt) {
@@ -141,6 +148,15 @@ static int parse(struct rcv_cfg *c, int argc, char **argv)
 			break;
 		case 7:
 			c->quiet = true;
+			break;
+		case 8:
+			if (!cli_parse_size(val, &c->prealloc) || !c->prealloc || c->prealloc > (64ULL << 30))
+				return cli_usage_error("receive", "--prealloc wants a size up to 64G, not '%s'", val);
+			break;
+		case 9:
+			if (!cli_parse_u64(val, &v) || (v != 12 && v != 14 && v != 16))
+				return cli_usage_error("receive", "--page-shift wants 12, 14 or 16, not '%s'", val);
+			c->page_shift = (unsigned)v;
 			break;
 		}
 	}
@@ -306,6 +322,10 @@ static int build_vm(struct rcv *d)
 		return fail(d, "%s", "unsupported configuration (one slot 0 and 1..64 vCPUs)");
 	vc.mem = d->cfg.slots[0].size;
 	vc.gpa = d->cfg.slots[0].gpa;
+	if (d->prehost && d->c.page_shift == d->cfg.page_shift && d->c.prealloc >= vc.mem) {
+		vc.host = d->prehost; /* the VM takes it */
+		d->prehost = NULL;
+	}
 	r = mig_vm_create(&d->vm, &vc);
 	if (r)
 		return fail(d, "cannot build the VM: %s", strerror(-r));
@@ -557,6 +577,14 @@ static int run(int argc, char **argv)
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_cond_init(&d->placed, NULL);
 	d->main.fd = d->pc.fd = -1;
+	if (d->c.prealloc) {
+		d->prehost = mig_vm_host(d->c.page_shift, d->c.prealloc, d->c.checking, true);
+		if (!d->prehost) {
+			fprintf(stderr, "gpamm receive: cannot preallocate %" PRIu64 " bytes\n", d->c.prealloc);
+			free(d);
+			return CLI_EXIT_FAIL;
+		}
+	}
 	d->lfd = mig_listen(d->c.host, d->c.port, &bound);
 	if (d->lfd < 0) {
 		fprintf(stderr, "gpamm receive: cannot listen on %s:%u: %s\n", d->c.host, d->c.port,
@@ -592,6 +620,8 @@ static int run(int argc, char **argv)
 		pthread_join(d->pc_th, NULL);
 	if (d->vm_up)
 		mig_vm_destroy(&d->vm);
+	if (d->prehost)
+		gpamm_host_destroy(d->prehost);
 	mig_reader_free(&d->rd);
 	mig_reader_free(&d->pcrd);
 	mig_writer_free(&d->ackw);

@@ -475,6 +475,38 @@ int mig_pages_add(struct mig_writer *w, uint32_t slot, uint64_t index, const voi
 	return 0;
 }
 
+uint8_t *mig_pages_reserve(struct mig_writer *w, uint32_t slot, uint64_t index)
+{
+	uint8_t *p;
+
+	if (!w || !w->page_size || (index & MIG_ZERO_PAGE))
+		return NULL;
+	if (w->batch_n && w->batch_slot != slot && mig_pages_flush(w))
+		return NULL;
+	if (!w->batch_n) {
+		w->batch_slot = slot;
+		w->len = 8;
+	}
+	p = w->buf + MIG_HDR_LEN + w->len;
+	put64(p, index);
+	return p + 8;
+}
+
+int mig_pages_commit(struct mig_writer *w)
+{
+	uint8_t *p = w->buf + MIG_HDR_LEN + w->len;
+
+	if (all_zero(p + 8, w->page_size)) {
+		put64(p, get64(p) | MIG_ZERO_PAGE); /* the bytes are dropped */
+		w->len += 8;
+	} else {
+		w->len += 8 + w->page_size;
+	}
+	if (++w->batch_n == MIG_PAGES_MAX)
+		return mig_pages_flush(w);
+	return 0;
+}
+
 /* ---- reading ----------------------------------------------------------------- */
 
 __attribute__((format(printf, 5, 6)))

@@ -121,6 +121,14 @@ int mig_write_page(struct mig_writer *w, uint32_t slot, uint64_t index, const vo
  */
 int mig_pages_add(struct mig_writer *w, uint32_t slot, uint64_t index, const void *data);
 int mig_pages_flush(struct mig_writer *w);
+/*
+ * The same without a copy: mig_pages_reserve() returns where the page's
+ * page_size bytes go in the batch (NULL: bad arguments, or the flush of a
+ * full batch failed); fill them, then mig_pages_commit() (a page found all
+ * zero becomes a zero page). Nothing else may be written in between.
+ */
+uint8_t *mig_pages_reserve(struct mig_writer *w, uint32_t slot, uint64_t index);
+int mig_pages_commit(struct mig_writer *w);
 
 /* ---- reading ---------------------------------------------------------------- */
 

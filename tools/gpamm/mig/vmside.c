@@ -28,9 +28,20 @@ static void sleep_ns(uint64_t ns)
 		;
 }
 
+struct gpamm_host *mig_vm_host(unsigned page_shift, uint64_t mem, bool checking, bool prefault)
+{
+	uint64_t npages = mem >> page_shift;
+	struct gpamm_sim_config sc = {
+		.page_shift = page_shift, .checking = checking, .prefault = prefault,
+		/* room for migration targets and copy-on-write breaks, and a swap area */
+		.frames = npages + npages / 4 + 64, .swap_pages = npages / 4 + 64,
+	};
+
+	return gpamm_host_sim_create(&sc);
+}
+
 int mig_vm_create(struct mig_vm *m, const struct mig_vm_cfg *c)
 {
-	struct gpamm_sim_config sc = { .page_shift = c->page_shift, .checking = c->checking };
 	struct gpamm_vm_config vc = {
 		.page_shift = c->page_shift, .levels = c->levels, .max_vcpus = c->vcpus,
 	};
@@ -41,10 +52,8 @@ int mig_vm_create(struct mig_vm *m, const struct mig_vm_cfg *c)
 	m->c = *c;
 	m->psz = 1ULL << c->page_shift;
 	m->npages = c->mem >> c->page_shift;
-	/* room for migration targets and copy-on-write breaks */
-	sc.frames = m->npages + m->npages / 4 + 64;
-	sc.swap_pages = m->npages / 4 + 64;
-	m->host = gpamm_host_sim_create(&sc);
+	m->host = c->host ? c->host : mig_vm_host(c->page_shift, c->mem, c->checking, c->prefault);
+	m->c.host = NULL;
 	if (!m->host)
 		goto fail;
 	vc.host = m->host;

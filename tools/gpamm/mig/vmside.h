@@ -24,6 +24,8 @@ struct mig_vm_cfg {
 	bool checking;           /* the sim host checks every access */
 	uint32_t ring_size;      /* dirty rings (0: none) */
 	bool manual_protect;     /* KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 */
+	bool prefault;           /* the host's RAM is faulted in at creation */
+	struct gpamm_host *host; /* a sim host made already (mig_vm_host()): used and owned */
 };
 
 struct mig_vm {
@@ -42,6 +44,9 @@ struct mig_vm {
 };
 
 uint64_t mig_now_ns(void);
+/* The sim host a VM of @mem bytes with @page_shift pages needs (frames for
+ * migration targets and copy-on-write, swap). NULL: no memory. */
+struct gpamm_host *mig_vm_host(unsigned page_shift, uint64_t mem, bool checking, bool prefault);
 /* Host, VM, slot 0 (no logging) and the vCPUs. Return: 0 or -errno (m is then destroyed). */
 int mig_vm_create(struct mig_vm *m, const struct mig_vm_cfg *c);
 /* Start one thread per vCPU, each running the workload from its register block. */
