@@ -9,7 +9,9 @@
  *  - gpamm migrate against a destination played by this test that drops
  *    the connection before it acknowledges the switchover (during the
  *    first pass, and right after SWITCHOVER arrives): the source resumes
- *    its guest, says so, and exits 1 with the verdict FAILED.
+ *    its guest, says so, and exits 1 with the verdict FAILED;
+ *  - post-copy recovery: the connections cut after the switchover, both
+ *    sides pause, `gpamm migrate --resume` finishes it, exact.
  *
  * The binary is $GPAMM_BIN, or BUILD/gpamm next to this test's BUILD/tests/.
  */
@@ -285,6 +287,69 @@ static void check_fail_safe(unsigned drop_after, bool at_switchover)
 }
 
 static void test_source_survives_drop_in_first_pass(void) { check_fail_safe(20, false); }
+
+/*
+ * Post-copy recovery: both connections cut after 300 background pages
+ * (--inject-postcopy-drop); the source pauses with the guest's memory, the
+ * destination's faulting vCPUs wait; `gpamm migrate --resume` makes the
+ * source reconnect, and the migration finishes exact.
+ */
+static void test_postcopy_recovery(void)
+{
+	char ctl[64], outp[64], errp[64];
+	char *out, *err;
+	struct result r;
+	pid_t pid;
+	int st = 0;
+
+	snprintf(ctl, sizeof(ctl), "/tmp/gpamm-test-ctl-%d.sock", (int)getpid());
+	snprintf(outp, sizeof(outp), "/tmp/gpamm-test-src-out-%d", (int)getpid());
+	snprintf(errp, sizeof(errp), "/tmp/gpamm-test-src-err-%d", (int)getpid());
+	unlink(ctl);
+	pid = fork();
+	ASSERT(pid >= 0);
+	if (!pid) {
+		int o = open(outp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		int e = open(errp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+		dup2(o, 1);
+		dup2(e, 2);
+		execl(gpamm_bin, "gpamm", "migrate", "--mem", "16M", "--page-shift", "12",
+		      "--postcopy", "--rate", "0", "--run-ms", "200", "--no-host-events",
+		      "--inject-postcopy-drop", "300", "--control", ctl, "--timeout", "10",
+		      "-s", "12", "--json", (char *)NULL);
+		_exit(127);
+	}
+	/* the paused source opens its control socket */
+	for (int i = 0; i < 200 && access(ctl, F_OK); i++)
+		usleep(50000);
+	ASSERT(!access(ctl, F_OK));
+	r = run_gpamm(NULL, ARGS("migrate", "--resume", ctl));
+	ASSERT_EQ(waitpid(pid, &st, 0), pid);
+	out = read_file(outp, NULL);
+	err = read_file(errp, NULL);
+	unlink(outp);
+	unlink(errp);
+	if (r.status || !WIFEXITED(st) || WEXITSTATUS(st))
+		tap_diag("resume exit %d (%s); source status %d, stderr: %s", r.status, r.out, st,
+			 err ? err : "");
+	ASSERT_EQ_INT(r.status, 0);
+	ASSERT(strstr(r.out, "resuming\nfinished exact"));
+	ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	ASSERT(err && strstr(err, "post-copy paused"));
+	ASSERT(strstr(err, "post-copy resumed"));
+	ASSERT(out && strstr(out, "\"verdict\":\"exact\""));
+	ASSERT(access(ctl, F_OK)); /* the control socket is gone */
+	free(out);
+	free(err);
+	result_free(&r);
+
+	/* nobody paused there: --resume fails */
+	r = run_gpamm(NULL, ARGS("migrate", "--resume", ctl));
+	ASSERT_EQ_INT(r.status, 1);
+	ASSERT(strstr(r.err, "no paused migration"));
+	result_free(&r);
+}
 static void test_source_survives_drop_at_switchover(void) { check_fail_safe(0, true); }
 
 int main(int argc, char **argv)
@@ -299,5 +364,6 @@ int main(int argc, char **argv)
 	TEST(test_rejects_page_outside_memory);
 	TEST(test_source_survives_drop_in_first_pass);
 	TEST(test_source_survives_drop_at_switchover);
+	TEST(test_postcopy_recovery);
 	return tap_done();
 }

@@ -28,7 +28,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
 #include "cli.h"
@@ -50,7 +52,8 @@ struct src_cfg {
 	bool checking, host_events, json, auto_converge, postcopy, have_to, inject_drop, baseline;
 	unsigned postcopy_pct;  /* of the first pass sent before a post-copy switchover */
 	int postcopy_after;     /* pre-copy rounds before it (-1: during the first pass) */
-	const char *plot;
+	const char *plot, *control, *resume;
+	uint64_t inject_pc_drop; /* tests: drop both connections after this many background pages */
 	char to_host[64];
 	uint16_t to_port;
 	int timeout_ms;
@@ -96,6 +99,12 @@ struct src {
 	const char *failure;
 	char why[240];
 	struct mig_baseline base;
+	/* post-copy recovery */
+	uint8_t *need;      /* pages the destination still needs (background stream) */
+	uint64_t bg_sent;   /* background pages sent on this connection */
+	unsigned recoveries;
+	int ctl_fd;         /* the --resume client, told the outcome at the end */
+	char ctl_path[108];
 	uint64_t unsent_at_resume; /* pages not sent when the destination resumed (post-copy) */
 };
 
@@ -126,6 +135,9 @@ static const struct cli_opt opts[] = {
 	{ "timeout", true, 24, 0 },
 	{ "inject-drop-page", false, 25, 0 },
 	{ "baseline", false, 26, 0 },
+	{ "control", true, 27, 0 },
+	{ "resume", true, 28, 0 },
+	{ "inject-postcopy-drop", true, 29, 0 },
 	{ NULL, false, 0, 0 },
 };
 
@@ -166,7 +178,12 @@ static void usage(FILE *f)
 		"  -s, --seed N              workload seed (default: from the clock, printed)\n"
 		"      --baseline            first measure a plain memcpy and a plain TCP send of the\n"
 		"                            guest's size, and judge the run's targets against them\n"
+		"      --control PATH        where a paused post-copy waits for --resume (default\n"
+		"                            /tmp/gpamm-migrate-PID.sock)\n"
+		"      --resume PATH         tell the paused source at PATH to reconnect (to --to if\n"
+		"                            given) and finish; exits with its verdict\n"
 		"      --inject-drop-page    (tests) leave one dirty page out: the verdict must fail\n"
+		"      --inject-postcopy-drop N  (tests) drop the connections after N post-copy pages\n"
 		"\n"
 		"Progress goes to stderr, one line per round; the report to stdout.\n"
 		"Exit status: 0 when the destination's memory is exact, 1 when not or when\n"
@@ -315,6 +332,20 @@ static int parse(struct src_cfg *c, int argc, char **argv)
 			break;
 		case 26:
 			c->baseline = true;
+			break;
+		case 27:
+			if (strlen(val) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+				return cli_usage_error("migrate", "--control wants a socket path shorter than %zu bytes",
+						       sizeof(((struct sockaddr_un *)0)->sun_path));
+			c->control = val;
+			break;
+		case 28:
+			c->resume = val;
+			break;
+		case 29:
+			if (!cli_parse_u64(val, &c->inject_pc_drop) || !c->inject_pc_drop)
+				return cli_usage_error("migrate", "--inject-postcopy-drop wants a page count, not '%s'", val);
+			c->postcopy = true;
 			break;
 		}
 	}
@@ -728,6 +759,199 @@ static void *page_server(void *arg)
 	return NULL;
 }
 
+/* ---- post-copy recovery ------------------------------------------------------------ */
+
+static int wait_ack(struct src *s, unsigned what, struct mig_ack *a);
+
+static void drop_connections(struct src *s)
+{
+	if (s->main.fd >= 0)
+		shutdown(s->main.fd, SHUT_RDWR);
+	if (s->pc.fd >= 0)
+		shutdown(s->pc.fd, SHUT_RDWR);
+	if (s->ps_on)
+		pthread_join(s->ps_th, NULL);
+	s->ps_on = false;
+	mig_close(&s->main);
+	mig_close(&s->pc);
+	mig_writer_free(&s->w);
+	mig_writer_free(&s->pw);
+	mig_reader_free(&s->ackr);
+	mig_reader_free(&s->reqr);
+}
+
+/*
+ * The background stream after a post-copy switchover: every page the
+ * destination still needs, then END. The page server answers requests on
+ * the other channel meanwhile.
+ */
+static int postcopy_background(struct src *s, struct round_stat *rs)
+{
+	struct mig_end end = { 0 };
+	int r;
+
+	s->bg_sent = 0;
+	for (uint64_t p = 0; p < s->vm.npages; p++) {
+		if (!s->need[p])
+			continue;
+		if (s->c.inject_pc_drop && !s->recoveries && s->bg_sent == s->c.inject_pc_drop) {
+			/* the test's cut cable: both connections go at once */
+			shutdown(s->main.fd, SHUT_RDWR);
+			shutdown(s->pc.fd, SHUT_RDWR);
+		}
+		r = send_page(s, p);
+		if (r)
+			return r;
+		s->need[p] = 0;
+		s->bg_sent++;
+		rs->pages++;
+	}
+	r = mig_pages_flush(&s->w);
+	if (!r)
+		r = mig_write_end(&s->w, &end);
+	return r;
+}
+
+/* Wait on the control socket for "resume [ADDR:PORT]"; 0 when told to go on. */
+static int wait_for_resume(struct src *s)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	const int wait_ms = s->c.timeout_ms * 4;
+	int lfd, fd = -1, r = -ETIMEDOUT;
+	char line[128] = { 0 };
+	struct pollfd p;
+
+	if (s->c.control)
+		snprintf(s->ctl_path, sizeof(s->ctl_path), "%s", s->c.control);
+	else
+		snprintf(s->ctl_path, sizeof(s->ctl_path), "/tmp/gpamm-migrate-%d.sock", (int)getpid());
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", s->ctl_path);
+	unlink(s->ctl_path);
+	lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (lfd < 0)
+		return -errno;
+	if (bind(lfd, (struct sockaddr *)&a, sizeof(a)) || listen(lfd, 1)) {
+		r = -errno;
+		close(lfd);
+		return r;
+	}
+	fprintf(stderr, "\ngpamm migrate: post-copy paused (%s): this process keeps the guest's "
+		"memory; resume with: gpamm migrate --resume %s\n", s->why, s->ctl_path);
+	p = (struct pollfd){ .fd = lfd, .events = POLLIN };
+	if (poll(&p, 1, wait_ms) == 1 && (fd = accept(lfd, NULL, NULL)) >= 0) {
+		ssize_t n = read(fd, line, sizeof(line) - 1);
+
+		if (n > 0 && !strncmp(line, "resume", 6)) {
+			char *addr = line + 6, *nl = strchr(line, '\n');
+
+			if (nl)
+				*nl = 0;
+			while (*addr == ' ')
+				addr++;
+			r = 0;
+			if (*addr && mig_parse_addr(addr, false, s->c.to_host, &s->c.to_port))
+				r = -EINVAL;
+			if (!r && write(fd, "resuming\n", 9) != 9)
+				r = -EIO;
+		} else {
+			r = -EINVAL;
+		}
+	}
+	close(lfd);
+	unlink(s->ctl_path);
+	if (r) {
+		if (fd >= 0)
+			close(fd);
+		return r;
+	}
+	s->ctl_fd = fd;
+	return 0;
+}
+
+/*
+ * Post-copy recovery, the source's half (QEMU's postcopy-paused, then
+ * migrate with resume=true): the connections are gone after the
+ * switchover; neither side has the whole guest, and this process keeps
+ * its memory until told to go on. Then it reconnects with the same
+ * session, reads the destination's resume acknowledge and RECVMAP, and
+ * the background stream goes on with what is missing there.
+ */
+static int postcopy_recover(struct src *s)
+{
+	struct mig_hello h = { .version = MIG_VERSION, .channel = MIG_CH_MAIN,
+			       .session = s->session };
+	struct mig_ack a;
+	uint64_t n;
+	const uint8_t *bits;
+	int r;
+
+	drop_connections(s);
+	r = wait_for_resume(s);
+	if (r) {
+		snprintf(s->why, sizeof(s->why), "post-copy paused and not resumed: %s", strerror(-r));
+		return r;
+	}
+	s->recoveries++;
+	r = mig_connect(s->c.to_host, s->c.to_port, s->c.timeout_ms, &s->main);
+	if (!r) {
+		s->main.timeout_ms = s->c.timeout_ms;
+		s->main.cap_bps = (double)s->c.max_bw;
+		r = mig_writer_init(&s->w, &s->main, (uint32_t)s->vm.psz);
+	}
+	if (!r)
+		r = mig_reader_init(&s->ackr, &s->main);
+	if (!r)
+		r = mig_write_hello(&s->w, &h);
+	if (!r)
+		r = mig_connect(s->c.to_host, s->c.to_port, s->c.timeout_ms, &s->pc);
+	if (!r) {
+		s->pc.timeout_ms = -1;
+		h.channel = MIG_CH_POSTCOPY;
+		r = mig_writer_init(&s->pw, &s->pc, (uint32_t)s->vm.psz);
+	}
+	if (!r)
+		r = mig_reader_init(&s->reqr, &s->pc);
+	if (!r)
+		r = mig_write_hello(&s->pw, &h);
+	if (r) {
+		snprintf(s->why, sizeof(s->why), "cannot reconnect to %s:%u: %s", s->c.to_host,
+			 s->c.to_port, strerror(-r));
+		return r;
+	}
+	s->ackr.page_size = s->reqr.page_size = (uint32_t)s->vm.psz;
+	r = wait_ack(s, MIG_ACK_RESUMED, &a);
+	if (r)
+		return r;
+	if (!s->acked) {
+		s->acked = true;
+		s->resume_ns = a.resume_ns;
+		s->downtime_ms = ((double)s->resume_ns - (double)s->stop_ns) * 1e-6;
+	}
+	r = mig_read_record(&s->ackr);
+	if (!r && s->ackr.type != MIG_RECVMAP)
+		r = -EPROTO;
+	if (!r)
+		r = mig_decode_recvmap(&s->ackr, &n, &bits);
+	if (!r && n != s->vm.npages)
+		r = -EPROTO;
+	if (r) {
+		snprintf(s->why, sizeof(s->why), "the reconnected destination did not say what it has");
+		return r;
+	}
+	uint64_t have = 0;
+
+	for (uint64_t p = 0; p < n; p++) {
+		s->need[p] = !(bits[p / 8] >> (p % 8) & 1);
+		have += !s->need[p];
+	}
+	if (pthread_create(&s->ps_th, NULL, page_server, s))
+		return -EAGAIN;
+	s->ps_on = true;
+	fprintf(stderr, "gpamm migrate: post-copy resumed: the destination has %" PRIu64
+		" of %" PRIu64 " pages\n", have, n);
+	return 0;
+}
+
 /* ---- the switchover -------------------------------------------------------------- */
 
 static int send_switchover(struct src *s, bool postcopy)
@@ -925,33 +1149,47 @@ static int migrate(struct src *s)
 			if (pthread_create(&s->ps_th, NULL, page_server, s))
 				return -EAGAIN;
 			s->ps_on = true;
+			s->switched = true;
 			/* the background stream: every page not sent, or sent and dirtied since */
-			for (uint64_t p = 0; p < m->npages; p++) {
-				if (s->sent[p] && !(s->bitmap[p / 64] >> (p % 64) & 1))
-					continue;
-				r = send_page(s, p);
+			s->need = malloc(m->npages);
+			if (!s->need)
+				return -ENOMEM;
+			for (uint64_t p = 0; p < m->npages; p++)
+				s->need[p] = !s->sent[p] || (s->bitmap[p / 64] >> (p % 64) & 1);
+			memset(s->bitmap, 0, (m->npages + 63) / 64 * 8);
+			r = postcopy_background(s, &rs);
+			if (!r && !s->acked)
+				r = wait_ack(s, MIG_ACK_RESUMED, &resumed);
+			while (r && r != -EPROTO) {
+				/* the connection went after the switchover: pause, then go on */
+				if (!s->why[0] || !s->recoveries)
+					snprintf(s->why, sizeof(s->why), "%s", strerror(-r));
+				r = postcopy_recover(s);
 				if (r)
 					return r;
-				rs.pages++;
+				r = postcopy_background(s, &rs);
 			}
-			memset(s->bitmap, 0, (m->npages + 63) / 64 * 8);
-			r = mig_pages_flush(&s->w);
-			if (!r)
-				r = mig_write_end(&s->w, &end);
 			if (!r)
 				r = round_end(s, &rs, b0, z0, t, s->nrounds);
 			if (r)
 				return r;
+			if (!s->acked) {
+				s->acked = true;
+				s->resume_ns = resumed.resume_ns;
+				s->downtime_ms = ((double)s->resume_ns - (double)s->stop_ns) * 1e-6;
+			}
 		}
 	}
 	s->switched = true;
-	r = wait_ack(s, MIG_ACK_RESUMED, &resumed);
-	if (r)
-		return r;
-	s->acked = true;
+	if (!postcopy) {
+		r = wait_ack(s, MIG_ACK_RESUMED, &resumed);
+		if (r)
+			return r;
+		s->acked = true;
+		s->resume_ns = resumed.resume_ns;
+		s->downtime_ms = ((double)s->resume_ns - (double)s->stop_ns) * 1e-6;
+	}
 	s->mig_s = now_s() - t_begin;
-	s->resume_ns = resumed.resume_ns;
-	s->downtime_ms = ((double)s->resume_ns - (double)s->stop_ns) * 1e-6;
 	/* logging is torn down after the acknowledge, outside the downtime, and
 	 * the image at the switchover (the vCPUs stay stopped) is hashed now */
 	set_logging(s, false);
@@ -959,6 +1197,16 @@ static int migrate(struct src *s)
 	if (r)
 		return r;
 	r = wait_ack(s, MIG_ACK_DONE, &s->done);
+	while (postcopy && r && r != -EPROTO) {
+		/* gone before its last word: the destination may still need pages */
+		struct round_stat rs = { .postcopy = true };
+
+		r = postcopy_recover(s);
+		if (!r)
+			r = postcopy_background(s, &rs);
+		if (!r)
+			r = wait_ack(s, MIG_ACK_DONE, &s->done);
+	}
 	if (r)
 		return r;
 	return verify(s);
@@ -1156,6 +1404,48 @@ static void plot(const struct src *s)
 	unlink(data);
 }
 
+/*
+ * gpamm migrate --resume PATH: the client of a paused post-copy source.
+ * Tells it to reconnect (to --to, if given), prints what it answers, and
+ * exits with its verdict.
+ */
+static int run_resume(const struct src_cfg *c)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	char cmd[96], buf[256];
+	size_t got = 0;
+	int fd, n;
+
+	if (strlen(c->resume) >= sizeof(a.sun_path))
+		return cli_usage_error("migrate", "--resume wants a socket path shorter than %zu bytes",
+				       sizeof(a.sun_path));
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", c->resume);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a))) {
+		fprintf(stderr, "gpamm migrate: --resume: no paused migration at %s: %s\n", c->resume,
+			strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return CLI_EXIT_FAIL;
+	}
+	n = c->have_to ? snprintf(cmd, sizeof(cmd), "resume %s:%u\n", c->to_host, c->to_port)
+		       : snprintf(cmd, sizeof(cmd), "resume\n");
+	if (write(fd, cmd, (size_t)n) != n) {
+		close(fd);
+		return CLI_EXIT_FAIL;
+	}
+	for (;;) {
+		ssize_t k = read(fd, buf + got, sizeof(buf) - 1 - got);
+
+		if (k <= 0 || (got += (size_t)k) >= sizeof(buf) - 1)
+			break;
+	}
+	close(fd);
+	buf[got] = 0;
+	fputs(buf, stdout);
+	return strstr(buf, "finished exact") ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+}
+
 static int run(int argc, char **argv)
 {
 	struct src *s = calloc(1, sizeof(*s));
@@ -1173,7 +1463,13 @@ static int run(int argc, char **argv)
 		return r < 0 ? CLI_EXIT_OK : r;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	if (s->c.resume) {
+		r = run_resume(&s->c);
+		free(s);
+		return r;
+	}
 	s->main.fd = s->pc.fd = -1;
+	s->ctl_fd = -1;
 	if (s->c.baseline) {
 		/* first, on a quiet machine: what memcpy and the loopback give */
 		r = mig_baseline_measure(s->c.mem, &s->base);
@@ -1211,7 +1507,7 @@ static int run(int argc, char **argv)
 	}
 	if (!s->c.json)
 		fputc('\n', stderr);
-	if (r && !s->acked) {
+	if (r && !s->acked && !s->need) {
 		/* fail safe: the destination never took over; the guest goes on here */
 		uint64_t w0 = atomic_load(&s->vm.ctl.writes);
 
@@ -1224,8 +1520,10 @@ static int run(int argc, char **argv)
 			"source and goes on running (%" PRIu64 " writes in 0.1 s)\n", s->why,
 			(uint64_t)atomic_load(&s->vm.ctl.writes) - w0);
 	} else if (r) {
+		/* after a post-copy switchover the guest must not run here again */
 		s->failure = "after the switchover";
-		fprintf(stderr, "gpamm migrate: %s\n", s->why);
+		fprintf(stderr, "gpamm migrate: failed after the switchover (%s)%s\n", s->why,
+			s->need ? "; the guest stays stopped here: the destination runs it" : "");
 	}
 	host_events_stop(s);
 	mig_vm_join(&s->vm);
@@ -1260,6 +1558,11 @@ static int run(int argc, char **argv)
 			      !st.stale_accesses ? CLI_EXIT_OK : CLI_EXIT_FAIL;
 	if (hs.frames_live || hs.pinned || live.vms || live.vcpus || live.tpools || live.threads)
 		ret = CLI_EXIT_FAIL;
+	if (s->ctl_fd >= 0) {
+		/* the --resume client hears how it ended */
+		dprintf(s->ctl_fd, "finished %s\n", ret == CLI_EXIT_OK ? "exact" : "failed");
+		close(s->ctl_fd);
+	}
 out:
 	if (s->child > 0 && dest_status < 0) {
 		kill(s->child, SIGTERM);
@@ -1271,6 +1574,7 @@ out:
 	mig_reader_free(&s->ackr);
 	mig_reader_free(&s->reqr);
 	free(s->done.vcpus);
+	free(s->need);
 	free(s->bitmap);
 	free(s->tmp);
 	free(s->sent);

@@ -270,8 +270,8 @@ static int missing(void *arg, uint64_t hva, bool write)
 
 		atomic_store(&d->requested[idx], 1);
 		d->nreq++;
-		r = mig_write_req(&d->reqw, &q);
-		if (r)
+		/* with the channel down the request waits for the reconnect, which asks again */
+		if (!atomic_load(&d->pc_dead) && mig_write_req(&d->reqw, &q))
 			atomic_store(&d->pc_dead, 1);
 	}
 	/* a lost channel pauses the faulting vCPU here (post-copy cannot go back) */
@@ -451,10 +451,10 @@ static int finish(struct rcv *d, uint64_t *hash)
 /* ---- the stream --------------------------------------------------------------------- */
 
 static int accept_channel(struct rcv *d, struct mig_conn *c, struct mig_reader *rd,
-			  unsigned want)
+			  unsigned want, bool again, int wait_ms)
 {
 	struct mig_hello h;
-	int r = mig_accept(d->lfd, d->c.timeout_ms, c);
+	int r = mig_accept(d->lfd, wait_ms, c);
 
 	if (r)
 		return fail(d, "no source connected: %s", strerror(-r));
@@ -471,12 +471,84 @@ static int accept_channel(struct rcv *d, struct mig_conn *c, struct mig_reader *
 	r = mig_decode_hello(rd, &h);
 	if (r)
 		return read_fail(d, rd, r, "hello");
-	if (h.channel != want || (want == MIG_CH_POSTCOPY && h.session != d->session)) {
+	if (h.channel != want || ((want == MIG_CH_POSTCOPY || again) && h.session != d->session)) {
 		snprintf(rd->err, sizeof(rd->err), "HELLO for channel %u session %" PRIx64
 			 ", expected channel %u", h.channel, h.session, want);
 		return read_fail(d, rd, -EPROTO, "hello");
 	}
 	d->session = h.session;
+	if (d->vm_up)
+		rd->page_size = (uint32_t)d->vm.psz; /* no CONFIG on this connection */
+	return 0;
+}
+
+/*
+ * Post-copy recovery, the destination's half: the source went away after
+ * the switchover. The vCPUs waiting for pages go on waiting (their requests
+ * are kept); the listener takes the source's new connections (the same
+ * session), acknowledges the resume again (with its first time), sends
+ * what it has (RECVMAP), asks again for every page still waited for, and
+ * the stream goes on.
+ */
+static int postcopy_reconnect(struct rcv *d)
+{
+	const int wait_ms = d->c.timeout_ms * 4;
+	struct mig_ack a = { .what = MIG_ACK_RESUMED };
+	uint8_t *bits;
+	int r;
+
+	fprintf(stderr, "gpamm receive: post-copy paused: the source went away; the vCPUs that "
+		"wait for pages wait; waiting %d s for it to reconnect\n", wait_ms / 1000);
+	if (d->pc.fd >= 0)
+		shutdown(d->pc.fd, SHUT_RDWR);
+	if (d->pc_th_on)
+		pthread_join(d->pc_th, NULL);
+	d->pc_th_on = false;
+	pthread_mutex_lock(&d->lock);
+	atomic_store(&d->pc_dead, 1);
+	mig_writer_free(&d->reqw);
+	pthread_mutex_unlock(&d->lock);
+	mig_close(&d->main);
+	mig_close(&d->pc);
+	mig_reader_free(&d->rd);
+	mig_reader_free(&d->pcrd);
+	mig_writer_free(&d->ackw);
+	if (accept_channel(d, &d->main, &d->rd, MIG_CH_MAIN, true, wait_ms) ||
+	    accept_channel(d, &d->pc, &d->pcrd, MIG_CH_POSTCOPY, true, wait_ms))
+		return -1;
+	if (mig_writer_init(&d->ackw, &d->main, (uint32_t)d->vm.psz))
+		return fail(d, "%s", "out of memory");
+	a.resume_ns = d->resume_ns;
+	bits = calloc((d->vm.npages + 7) / 8, 1);
+	if (!bits)
+		return fail(d, "%s", "out of memory");
+	for (uint64_t i = 0; i < d->vm.npages; i++)
+		if (test_bit8(d->received, i))
+			bits[i / 8] |= (uint8_t)(1u << (i % 8));
+	r = mig_write_ack(&d->ackw, &a);
+	if (!r)
+		r = mig_write_recvmap(&d->ackw, d->vm.npages, bits);
+	free(bits);
+	if (r)
+		return fail(d, "cannot answer the reconnected source: %s", strerror(-r));
+	pthread_mutex_lock(&d->lock);
+	r = mig_writer_init(&d->reqw, &d->pc, (uint32_t)d->vm.psz);
+	for (uint64_t i = 0; !r && i < d->vm.npages; i++) {
+		if (test_bit8(d->requested, i) && !test_bit8(d->received, i)) {
+			struct mig_req q = { .slot = 0, .index = i };
+			r = mig_write_req(&d->reqw, &q);
+		}
+	}
+	if (!r)
+		atomic_store(&d->pc_dead, 0);
+	pthread_mutex_unlock(&d->lock);
+	if (r)
+		return fail(d, "cannot ask for pages again: %s", strerror(-r));
+	if (pthread_create(&d->pc_th, NULL, pc_thread, d))
+		return fail(d, "%s", "cannot start the post-copy reader");
+	d->pc_th_on = true;
+	if (!d->c.quiet)
+		fprintf(stderr, "gpamm receive: post-copy resumed: the source reconnected\n");
 	return 0;
 }
 
@@ -487,8 +559,8 @@ static int receive(struct rcv *d)
 	uint64_t hash = 0;
 	int r;
 
-	if (accept_channel(d, &d->main, &d->rd, MIG_CH_MAIN) ||
-	    accept_channel(d, &d->pc, &d->pcrd, MIG_CH_POSTCOPY))
+	if (accept_channel(d, &d->main, &d->rd, MIG_CH_MAIN, false, d->c.timeout_ms) ||
+	    accept_channel(d, &d->pc, &d->pcrd, MIG_CH_POSTCOPY, false, d->c.timeout_ms))
 		return -1;
 	if (mig_writer_init(&d->ackw, &d->main, 0) || mig_writer_init(&d->reqw, &d->pc, 0))
 		return fail(d, "%s", "out of memory");
@@ -508,6 +580,12 @@ static int receive(struct rcv *d)
 	d->ackw.page_size = d->reqw.page_size = (uint32_t)d->vm.psz;
 	while (!have_end) {
 		r = mig_read_record(&d->rd);
+		if (r && d->postcopy && r != -EPROTO) {
+			/* neither side has the whole guest: wait for the source to come back */
+			if (postcopy_reconnect(d))
+				return -1;
+			continue;
+		}
 		if (r)
 			return read_fail(d, &d->rd, r, have_sw ? "after the switchover" : "pre-copy");
 		switch (d->rd.type) {

@@ -115,6 +115,7 @@ static const char *type_name(unsigned t)
 		[MIG_HELLO] = "HELLO", [MIG_CONFIG] = "CONFIG", [MIG_PAGES] = "PAGES",
 		[MIG_ROUND] = "ROUND", [MIG_SWITCHOVER] = "SWITCHOVER", [MIG_END] = "END",
 		[MIG_ACK] = "ACK", [MIG_REQ] = "REQ", [MIG_PAGE] = "PAGE",
+		[MIG_RECVMAP] = "RECVMAP",
 	};
 
 	return t >= 1 && t <= MIG_TYPE_MAX ? names[t] : "unknown type";
@@ -425,6 +426,22 @@ int mig_write_req(struct mig_writer *w, const struct mig_req *r)
 	return finish(w, MIG_REQ, 12);
 }
 
+int mig_write_recvmap(struct mig_writer *w, uint64_t npages, const uint8_t *bits)
+{
+	uint64_t nb = (npages + 7) / 8;
+	uint8_t *p;
+	int err;
+
+	if (!w || (npages && !bits) || npages > MIG_RECVMAP_MAX_PAGES)
+		return -EINVAL;
+	err = begin(w, 8 + nb, &p);
+	if (err)
+		return err;
+	put64(p, npages);
+	memcpy(p + 8, bits, nb);
+	return finish(w, MIG_RECVMAP, (uint32_t)(8 + nb));
+}
+
 int mig_write_page(struct mig_writer *w, uint32_t slot, uint64_t index, const void *data)
 {
 	uint8_t *p;
@@ -621,6 +638,10 @@ static const char *limits(const struct mig_reader *r, unsigned type, uint64_t n,
 		*min = *max = 12 + ps;
 		if (!ps)
 			return "PAGE before CONFIG (the page size is unknown)";
+		return NULL;
+	case MIG_RECVMAP:
+		*min = 8;
+		*max = 8 + MIG_RECVMAP_MAX_PAGES / 8;
 		return NULL;
 	}
 	return "unknown record type";
@@ -1061,6 +1082,22 @@ int mig_decode_req(struct mig_reader *r, struct mig_req *q)
 	q->slot = get32(r->payload);
 	q->index = get64(r->payload + 4);
 	return check_page(r, q->slot, q->index);
+}
+
+int mig_decode_recvmap(struct mig_reader *r, uint64_t *npages, const uint8_t **bits)
+{
+	int err = want_type(r, MIG_RECVMAP);
+
+	if (err)
+		return err;
+	if (!npages || !bits)
+		return -EINVAL;
+	*npages = get64(r->payload);
+	if (*npages > MIG_RECVMAP_MAX_PAGES || r->len != 8 + (*npages + 7) / 8)
+		return reject(r, r->records, MIG_RECVMAP, -EPROTO, "%" PRIu64 " pages in %u bytes",
+			      *npages, r->len);
+	*bits = r->payload + 8;
+	return 0;
 }
 
 int mig_decode_page(struct mig_reader *r, uint32_t *slot, uint64_t *index, const uint8_t **data)

@@ -26,7 +26,7 @@
 
 enum mig_type {
 	MIG_HELLO = 1, MIG_CONFIG, MIG_PAGES, MIG_ROUND, MIG_SWITCHOVER, MIG_END, MIG_ACK,
-	MIG_REQ, MIG_PAGE, MIG_TYPE_MAX = MIG_PAGE,
+	MIG_REQ, MIG_PAGE, MIG_RECVMAP, MIG_TYPE_MAX = MIG_RECVMAP,
 };
 
 enum mig_channel { MIG_CH_MAIN = 0, MIG_CH_POSTCOPY = 1 };
@@ -112,6 +112,12 @@ int mig_write_switchover(struct mig_writer *w, const struct mig_switchover *s);
 int mig_write_end(struct mig_writer *w, struct mig_end *e);
 int mig_write_ack(struct mig_writer *w, const struct mig_ack *a);
 int mig_write_req(struct mig_writer *w, const struct mig_req *r);
+/*
+ * RECVMAP (destination to source, post-copy recovery): which of @npages
+ * pages the destination has, one bit each (bit i of byte i / 8).
+ */
+#define MIG_RECVMAP_MAX_PAGES (64ULL << 30 >> 12)
+int mig_write_recvmap(struct mig_writer *w, uint64_t npages, const uint8_t *bits);
 /* PAGE (postcopy reply): one page, @data page_size bytes. */
 int mig_write_page(struct mig_writer *w, uint32_t slot, uint64_t index, const void *data);
 /*
@@ -171,6 +177,8 @@ int mig_decode_switchover(struct mig_reader *r, struct mig_switchover *s);
 int mig_decode_end(struct mig_reader *r, struct mig_end *e); /* checks records and stream_hash */
 int mig_decode_ack(struct mig_reader *r, struct mig_ack *a);
 int mig_decode_req(struct mig_reader *r, struct mig_req *q);
+/* RECVMAP: the page count and a pointer to its bits in the payload. */
+int mig_decode_recvmap(struct mig_reader *r, uint64_t *npages, const uint8_t **bits);
 /* PAGE: slot, index and a pointer into the payload. */
 int mig_decode_page(struct mig_reader *r, uint32_t *slot, uint64_t *index, const uint8_t **data);
 /*
