@@ -1076,7 +1076,7 @@ static void test_reject_end(void)
 		ASSERT_EQ_INT(read_bytes(m, len, &hash, why, sizeof(why)), -EPROTO);
 		ASSERT_MSG(strstr(why, "stream hash"), "%s", why);
 	}
-	/* a second END */
+	/* a second END: a record after END */
 	{
 		uint8_t *m2 = malloc(len + 56);
 
@@ -1084,7 +1084,7 @@ static void test_reject_end(void)
 		memcpy(m2, b, len);
 		memcpy(m2 + len, b + off[n - 1], 56);
 		ASSERT_EQ_INT(read_bytes(m2, len + 56, &hash, why, sizeof(why)), -EPROTO);
-		ASSERT_MSG(strstr(why, "second END"), "%s", why);
+		ASSERT_MSG(strstr(why, "after END"), "%s", why);
 		free(m2);
 	}
 	free(m);

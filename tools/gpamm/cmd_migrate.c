@@ -78,6 +78,7 @@ struct src {
 	struct mig_writer w, pw;
 	struct mig_reader ackr, reqr;
 	uint64_t session, *bitmap, *tmp;
+	uint32_t *ring_fetch; /* per vCPU: the next ring entry to harvest */
 	uint8_t *sent, *buf;
 	struct round_stat rounds[MAX_ROUNDS + 3];
 	unsigned nrounds;
@@ -523,19 +524,25 @@ static int64_t sync_dirty(struct src *s)
 		for (unsigned i = 0; i < m->c.vcpus; i++) {
 			uint32_t size;
 			struct gpamm_dirty_gfn *g = gpamm_vcpu_dirty_ring(m->vcpu[i], &size);
+			uint32_t f = s->ring_fetch[i];
 
-			/* every entry pushed and not yet harvested (the reset frees them in order) */
-			for (uint32_t k = 0; k < size; k++) {
-				struct gpamm_dirty_gfn *e = &g[k];
-				uint32_t f = __atomic_load_n(&e->flags, __ATOMIC_ACQUIRE);
+			/*
+			 * In push order from where the last harvest stopped, up to the
+			 * first entry not pushed yet (as QEMU does): the reset frees
+			 * entries in that order and stops at the first one not
+			 * harvested, so a harvest must never mark one past a gap.
+			 */
+			for (uint32_t k = 0; k < size; k++, f++) {
+				struct gpamm_dirty_gfn *e = &g[f & (size - 1)];
+				uint32_t fl = __atomic_load_n(&e->flags, __ATOMIC_ACQUIRE);
 
-				if ((f & GPAMM_DIRTY_GFN_F_DIRTY) && !(f & GPAMM_DIRTY_GFN_F_RESET)) {
-					if (e->offset < m->npages)
-						s->tmp[e->offset / 64] |= 1ULL << (e->offset % 64);
-					__atomic_store_n(&e->flags, f | GPAMM_DIRTY_GFN_F_RESET,
-							 __ATOMIC_RELEASE);
-				}
+				if (!(fl & GPAMM_DIRTY_GFN_F_DIRTY) || (fl & GPAMM_DIRTY_GFN_F_RESET))
+					break;
+				if (e->offset < m->npages)
+					s->tmp[e->offset / 64] |= 1ULL << (e->offset % 64);
+				__atomic_store_n(&e->flags, fl | GPAMM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
 			}
+			s->ring_fetch[i] = f;
 		}
 		if (gpamm_vm_reset_dirty_rings(m->vm) < 0)
 			return -EIO;
@@ -654,7 +661,8 @@ static int setup(struct src *s)
 	s->sent = calloc(m->npages, 1);
 	s->buf = malloc(m->psz);
 	s->states = calloc(s->c.vcpus, sizeof(*s->states));
-	if (!s->bitmap || !s->tmp || !s->sent || !s->buf || !s->states)
+	s->ring_fetch = calloc(s->c.vcpus, sizeof(*s->ring_fetch));
+	if (!s->bitmap || !s->tmp || !s->sent || !s->buf || !s->states || !s->ring_fetch)
 		return -ENOMEM;
 	/* guest RAM starts full: every word non-zero, different per page */
 	for (uint64_t p = 0; p < m->npages; p++) {
@@ -1012,15 +1020,33 @@ static int verify(struct src *s)
 {
 	struct mig_ack *a = &s->done;
 
+	uint64_t steps = 0;
+
 	s->replayed = 0;
 	if (a->nvcpus != s->c.vcpus)
 		return -EPROTO;
+	/*
+	 * The replay's work is what the destination says its vCPUs did: the
+	 * states must agree with the writes it counted (in steps of 256 per
+	 * vCPU), so a wrong state cannot send this loop on for hours.
+	 */
+	for (uint32_t i = 0; i < a->nvcpus; i++) {
+		uint32_t id = a->vcpus[i].id;
+
+		if (id >= s->c.vcpus ||
+		    a->vcpus[i].regs.gpr[MG_R_STEP] < s->states[id].regs.gpr[MG_R_STEP])
+			return -EPROTO;
+		steps += a->vcpus[i].regs.gpr[MG_R_STEP] - s->states[id].regs.gpr[MG_R_STEP];
+	}
+	if (steps > a->writes + 256ULL * a->nvcpus || steps + 256ULL * a->nvcpus < a->writes) {
+		snprintf(s->why, sizeof(s->why), "the destination's vCPU states (%" PRIu64
+			 " steps) do not match the writes it counted (%" PRIu64 ")", steps, a->writes);
+		return -EPROTO;
+	}
 	for (uint32_t i = 0; i < a->nvcpus; i++) {
 		uint32_t id = a->vcpus[i].id;
 		int64_t n;
 
-		if (id >= s->c.vcpus)
-			return -EPROTO;
 		n = mig_guest_replay(&s->states[id].regs, &a->vcpus[i].regs, put_word, s);
 		if (n < 0)
 			return -EPROTO;
@@ -1550,7 +1576,7 @@ static int run(int argc, char **argv)
 	s->vm.hva = 0;
 	gpamm_host_stats(s->vm.host, &hs);
 	gpamm_live_objects(&live);
-	if (s->nrounds)
+	if (s->nrounds || s->failure)
 		report(s, &st, dest_status, &hs, &live);
 	if (s->c.plot && s->nrounds)
 		plot(s);
@@ -1575,6 +1601,7 @@ out:
 	mig_reader_free(&s->reqr);
 	free(s->done.vcpus);
 	free(s->need);
+	free(s->ring_fetch);
 	free(s->bitmap);
 	free(s->tmp);
 	free(s->sent);

@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 
 #include "cli.h"
+#include "mig/guest.h"
 #include "mig/net.h"
 #include "mig/stream.h"
 #include "mig/vmside.h"
@@ -59,6 +60,8 @@ struct rcv {
 	pthread_mutex_t lock; /* the request writer; the waits below */
 	pthread_cond_t placed;
 	atomic_int pc_dead;
+	atomic_int pc_bad;     /* the post-copy channel carried something malformed */
+	char pc_err[240];
 	uint64_t nreq;
 	uint64_t *lat; /* ns per request, under lock */
 	size_t nlat, caplat;
@@ -298,8 +301,9 @@ static void *pc_thread(void *arg)
 			break;
 		if (d->pcrd.type != MIG_PAGE || mig_decode_page(&d->pcrd, &slot, &idx, &data) ||
 		    slot != 0 || place(d, idx, data)) {
-			fprintf(stderr, "gpamm receive: bad record on the post-copy channel: %s\n",
-				d->pcrd.err[0] ? d->pcrd.err : "unexpected type or page");
+			snprintf(d->pc_err, sizeof(d->pc_err), "bad record on the post-copy channel: %s",
+				 d->pcrd.err[0] ? d->pcrd.err : "unexpected type or page");
+			atomic_store(&d->pc_bad, 1);
 			break;
 		}
 	}
@@ -347,8 +351,16 @@ static int load_states(struct rcv *d, const struct mig_switchover *s)
 	if (s->nvcpus != d->cfg.vcpus)
 		return fail(d, "%s", "the switchover's vCPU count differs from the configuration");
 	for (uint32_t i = 0; i < s->nvcpus; i++) {
-		if (s->vcpus[i].id >= d->cfg.vcpus ||
-		    gpamm_vcpu_set_regs(d->vm.vcpu[s->vcpus[i].id], &s->vcpus[i].regs))
+		const struct mig_vcpu_state *st = &s->vcpus[i];
+		const char *why;
+
+		if (st->id >= d->cfg.vcpus)
+			return fail(d, "%s", "a vCPU state for a vCPU that does not exist");
+		why = mig_guest_check_regs(&st->regs, st->id, d->cfg.vcpus, d->cfg.page_shift,
+					   d->vm.npages, d->vm.c.gpa);
+		if (why)
+			return fail(d, "a vCPU state is not one the workload can run: %s", why);
+		if (gpamm_vcpu_set_regs(d->vm.vcpu[st->id], &st->regs))
 			return fail(d, "%s", "a vCPU state does not fit");
 	}
 	return 0;
@@ -580,6 +592,8 @@ static int receive(struct rcv *d)
 	d->ackw.page_size = d->reqw.page_size = (uint32_t)d->vm.psz;
 	while (!have_end) {
 		r = mig_read_record(&d->rd);
+		if (atomic_load(&d->pc_bad))
+			return fail(d, "%s", d->pc_err);
 		if (r && d->postcopy && r != -EPROTO) {
 			/* neither side has the whole guest: wait for the source to come back */
 			if (postcopy_reconnect(d))
@@ -629,6 +643,34 @@ static int receive(struct rcv *d)
 	}
 	if (!sw.postcopy && resume(d))
 		goto out;
+	if (sw.postcopy) {
+		/* END says the source sent everything: every page must come (requests
+		 * still in flight may land a moment later), or the stream lied */
+		uint64_t t0 = mig_now_ns();
+
+		for (;;) {
+			uint64_t have;
+
+			pthread_mutex_lock(&d->lock);
+			have = d->nreceived;
+			pthread_mutex_unlock(&d->lock);
+			if (atomic_load(&d->pc_bad)) {
+				r = fail(d, "%s", d->pc_err);
+				goto out;
+			}
+			if (have == d->vm.npages)
+				break;
+			if (mig_now_ns() - t0 > (uint64_t)d->c.timeout_ms * 1000000ULL) {
+				char msg[96];
+
+				snprintf(msg, sizeof(msg), "%" PRIu64 " of %" PRIu64 " pages never came",
+					 d->vm.npages - have, d->vm.npages);
+				r = fail(d, "the stream ended in post-copy with pages missing: %s", msg);
+				goto out;
+			}
+			usleep(1000);
+		}
+	}
 	/* the guest runs on the destination; in post-copy every page is here by now */
 	while (mig_now_ns() - d->resume_ns < (uint64_t)d->c.run_ms * 1000000ULL)
 		usleep(1000);

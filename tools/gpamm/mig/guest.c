@@ -40,6 +40,23 @@ void mig_guest_init_regs(struct gpamm_regs *r, const struct mig_guest_cfg *c)
 	r->gpr[MG_R_RATE] = c->rate;
 }
 
+const char *mig_guest_check_regs(const struct gpamm_regs *r, unsigned id, unsigned nvcpus,
+				 unsigned page_shift, uint64_t npages, uint64_t gpa)
+{
+	if (r->gpr[MG_R_ID] != id)
+		return "its id register is another vCPU's";
+	if (r->gpr[MG_R_NVCPUS] != nvcpus || !nvcpus || (1ULL << page_shift) / 8 < nvcpus)
+		return "its vCPU count does not match the configuration";
+	if (r->gpr[MG_R_PSHIFT] != page_shift || r->gpr[MG_R_NPAGES] != npages ||
+	    r->gpr[MG_R_GPA] != gpa)
+		return "its memory registers do not match the configuration";
+	if (!r->gpr[MG_R_HOT] || r->gpr[MG_R_HOT] > npages || r->gpr[MG_R_HOTPCT] > 100)
+		return "its hot set is out of range";
+	if (!r->gpr[MG_R_RNG])
+		return "its generator state is zero";
+	return NULL;
+}
+
 struct mig_write mig_guest_step(const struct gpamm_regs *r, uint64_t *rng, uint64_t step)
 {
 	const uint64_t nv = r->gpr[MG_R_NVCPUS], id = r->gpr[MG_R_ID];

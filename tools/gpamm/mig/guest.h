@@ -44,6 +44,14 @@ struct mig_guest_cfg {
 
 /* The block a fresh vCPU starts from. */
 void mig_guest_init_regs(struct gpamm_regs *r, const struct mig_guest_cfg *c);
+/*
+ * Whether block @r is one this program can run as vCPU @id of @nvcpus over
+ * @npages pages of 2^@page_shift bytes at @gpa (a block from the wire is
+ * input: a zero divisor or a page outside memory must never reach the
+ * program). Return: NULL, or what is wrong.
+ */
+const char *mig_guest_check_regs(const struct gpamm_regs *r, unsigned id, unsigned nvcpus,
+				 unsigned page_shift, uint64_t npages, uint64_t gpa);
 
 /*
  * What the program shares with its VMM thread (not state: flags to stop).

@@ -593,6 +593,8 @@ static const char *limits(const struct mig_reader *r, unsigned type, uint64_t n,
 {
 	uint64_t ps = r->page_size;
 
+	if (r->seen & (1u << MIG_END))
+		return "a record after END";
 	switch (type) {
 	case MIG_HELLO:
 		*min = *max = 24;

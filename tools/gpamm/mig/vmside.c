@@ -109,15 +109,24 @@ static void park(struct mig_vm *m)
 	atomic_fetch_sub(&m->parked, 1);
 }
 
+static void *vcpu_loop(struct mig_vm *m, unsigned id);
+
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu_arg a = *(struct vcpu_arg *)arg;
-	struct mig_vm *m = a.m;
-	struct gpamm_vcpu *v = m->vcpu[a.id];
+
+	free(arg);
+	vcpu_loop(a.m, a.id);
+	atomic_fetch_add(&a.m->exited, 1); /* a pause does not wait for it */
+	return NULL;
+}
+
+static void *vcpu_loop(struct mig_vm *m, unsigned id)
+{
+	struct gpamm_vcpu *v = m->vcpu[id];
 	struct gpamm_run *run = gpamm_vcpu_run_state(v);
 	uint64_t slice0 = mig_now_ns();
 
-	free(arg);
 	for (;;) {
 		if (gpamm_vcpu_run(v)) {
 			atomic_store(&m->vcpu_error, 1);
@@ -191,7 +200,7 @@ int mig_vm_pause(struct mig_vm *m)
 	atomic_store(&m->ctl.pause, 1);
 	for (unsigned i = 0; i < m->c.vcpus; i++)
 		gpamm_vcpu_kick(m->vcpu[i]);
-	while (atomic_load(&m->parked) < m->c.vcpus) {
+	while (atomic_load(&m->parked) + atomic_load(&m->exited) < m->c.vcpus) {
 		if (atomic_load(&m->vcpu_error))
 			return -EIO;
 		for (unsigned i = 0; i < m->c.vcpus; i++)

@@ -38,7 +38,7 @@ struct mig_vm {
 	bool started, throttle_on;
 	struct mig_guest_ctl ctl;
 	atomic_int stop, vcpu_error, throttle_pct;
-	atomic_uint parked;
+	atomic_uint parked, exited; /* at a stop point; gone (finished or failed) */
 	_Atomic uint64_t first_stop_ns; /* CLOCK_MONOTONIC of the first vCPU parked (0: none yet) */
 	_Atomic uint64_t throttled_ns;  /* sleep imposed by the throttle */
 };
