@@ -1090,7 +1090,8 @@ static int migrate(struct src *s)
 {
 	struct mig_vm *m = &s->vm;
 	bool switch_now = false, postcopy = false;
-	double t_sync = now_s();
+	double t_sync = now_s(), pending_since = t_sync;
+	uint64_t pending_dirty = 0;
 	struct mig_end end = { 0 };
 	struct mig_ack resumed;
 	const double t_begin = now_s();
@@ -1115,6 +1116,9 @@ static int migrate(struct src *s)
 		if (n < 0)
 			return (int)n;
 		rs.dirty_rate = (double)n / (t - t_sync);
+		/* a sync that ends the rounds counts toward the switchover's rate */
+		pending_dirty = (uint64_t)n;
+		pending_since = t_sync;
 		t_sync = t;
 		maybe_throttle(s, (uint64_t)n * m->psz, prev->bytes);
 		/* QEMU's test: what is left fits the downtime limit at this bandwidth */
@@ -1155,7 +1159,8 @@ static int migrate(struct src *s)
 		n = sync_dirty(s); /* every ring harvested, the last GET */
 		if (n < 0)
 			return (int)n;
-		rs.dirty_rate = (double)n / (t - t_sync);
+		/* what the last syncs found, over the time since the one before them */
+		rs.dirty_rate = (double)((uint64_t)n + pending_dirty) / (t - pending_since);
 		if (!postcopy) {
 			r = send_dirty(s, &rs); /* CLEARs the chunks too */
 			if (!r)
