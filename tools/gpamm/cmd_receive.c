@@ -729,15 +729,20 @@ static int run(int argc, char **argv)
 		 * where they are; this process ends without them */
 		fprintf(stderr, "gpamm receive: post-copy interrupted: the guest's vCPUs were paused\n");
 		fflush(NULL);
+		/* the threads that may wait for pages for good end with the process */
+		if (d->pc_th_on)
+			pthread_detach(d->pc_th);
+		for (unsigned i = 0; d->vm.started && i < d->vm.c.vcpus; i++)
+			pthread_detach(d->vm.th[i]);
 		_exit(CLI_EXIT_FAIL);
 	}
 	close(d->lfd);
 	if (d->pc.fd >= 0)
 		shutdown(d->pc.fd, SHUT_RDWR); /* the post-copy reader returns */
+	if (d->pc_th_on)
+		pthread_join(d->pc_th, NULL); /* before its descriptor goes */
 	mig_close(&d->main);
 	mig_close(&d->pc);
-	if (d->pc_th_on)
-		pthread_join(d->pc_th, NULL);
 	if (d->vm_up)
 		mig_vm_destroy(&d->vm);
 	if (d->prehost)
