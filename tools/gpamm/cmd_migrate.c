@@ -389,16 +389,6 @@ static void progress(const struct src *s, const char *what, const struct round_s
 
 /* ---- the host's own activity ---------------------------------------------------- */
 
-static inline uint64_t rnd(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * 0x2545f4914f6cdd1dULL;
-}
-
 static void *host_thread(void *arg)
 {
 	struct src *s = arg;
@@ -407,11 +397,11 @@ static void *host_thread(void *arg)
 	const uint64_t chunk = 64;
 
 	while (!atomic_load(&s->host_stop)) {
-		uint64_t first = rnd(&st) % (m->npages - (m->npages > chunk ? chunk : 0) + 1);
+		uint64_t first = mig_xorshift(&st) % (m->npages - (m->npages > chunk ? chunk : 0) + 1);
 		uint64_t len = (m->npages < chunk ? m->npages : chunk) * m->psz;
 		int64_t r;
 
-		if (rnd(&st) & 1) {
+		if (mig_xorshift(&st) & 1) {
 			r = gpamm_sim_reclaim(m->host, m->hva + first * m->psz, len, chunk);
 			if (r > 0)
 				s->host_reclaimed += (uint64_t)r;

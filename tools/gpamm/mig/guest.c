@@ -13,17 +13,6 @@ static uint64_t mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-static inline uint64_t xorshift(uint64_t *s)
-{
-	uint64_t x = *s;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * 0x2545f4914f6cdd1dULL;
-}
-
 void mig_guest_init_regs(struct gpamm_regs *r, const struct mig_guest_cfg *c)
 {
 	uint64_t hot = c->npages * c->hot_pct / 100;
@@ -61,7 +50,7 @@ struct mig_write mig_guest_step(const struct gpamm_regs *r, uint64_t *rng, uint6
 {
 	const uint64_t nv = r->gpr[MG_R_NVCPUS], id = r->gpr[MG_R_ID];
 	const uint64_t words = (1ULL << r->gpr[MG_R_PSHIFT]) / 8;
-	uint64_t x = xorshift(rng);
+	uint64_t x = mig_xorshift(rng);
 	uint64_t page = (x % 100) < r->gpr[MG_R_HOTPCT] ? (x >> 8) % r->gpr[MG_R_HOT]
 							 : (x >> 8) % r->gpr[MG_R_NPAGES];
 	uint64_t word = ((x >> 40) % (words / nv)) * nv + id;

@@ -21,6 +21,18 @@
 
 #include "gpamm/gpamm.h"
 
+/* The workload's generator (xorshift64*): also the source's host-event picks. */
+static inline uint64_t mig_xorshift(uint64_t *s)
+{
+	uint64_t x = *s;
+
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*s = x;
+	return x * 0x2545f4914f6cdd1dULL;
+}
+
 /* Register assignment (the program's ABI). */
 enum {
 	MG_R_STEP = 0,   /* writes done */
